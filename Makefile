@@ -1,0 +1,26 @@
+# The two commands of the README. Each installs libtorch on first use (scripts/setup-libtorch.sh,
+# idempotent) and points the build and the run at it.
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+export LIBTORCH := $(ROOT)/.libtorch
+export LD_LIBRARY_PATH := $(ROOT)/.libtorch/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
+CARGO ?= cargo
+BENCH_ARGS ?=
+
+.PHONY: setup test bench lint
+
+setup:
+	@$(ROOT)/scripts/setup-libtorch.sh
+
+## Run every test (unit, integration, property, doc) of the workspace.
+test: setup
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+## Run the benchmark (`make bench BENCH_ARGS="list"` for other subcommands).
+bench: setup
+	$(CARGO) run --release -q -p balance-bench -- $(BENCH_ARGS)
+
+## Formatting and lints, as CI would want them.
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,234 @@
+//! [`Balancer`]: what a training loop drives. It wraps any [`LossBalancer`] with the checks that hold for
+//! every method (task count, finite losses, valid weights), counts steps, and checkpoints.
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::balancer::{check_weights, BalancerState, LossBalancer, StepInput, StepReport};
+use crate::config::BalancerSpec;
+use crate::error::{BalanceError, Result, TorchResultExt};
+use crate::shared::SharedParts;
+
+/// What to do when a task loss is NaN or infinite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NonFinitePolicy {
+    /// Return [`BalanceError::NonFiniteLoss`] (the default).
+    #[default]
+    Error,
+    /// Skip the step: no backward, no state change; the report says `skipped`.
+    SkipStep,
+}
+
+/// A balancer ready for a training loop.
+///
+/// ```no_run
+/// # fn demo(losses: Vec<tch::Tensor>, parts: balance_core::SharedParts,
+/// #         spec: balance_core::BalancerSpec) -> balance_core::Result<()> {
+/// use balance_core::Balancer;
+/// let mut balancer = Balancer::from_spec(&spec, &["ctr", "cvr"])?;
+/// // per step: opt.zero_grad(); forward; then
+/// let report = balancer.backward(&losses, &parts, None)?;
+/// if !report.skipped { /* opt.step() */ }
+/// # Ok(()) }
+/// ```
+pub struct Balancer {
+    inner: Box<dyn LossBalancer>,
+    task_names: Vec<String>,
+    policy: NonFinitePolicy,
+    step: u64,
+    skipped_steps: u64,
+}
+
+/// Everything needed to resume a [`Balancer`] exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BalancerCheckpoint {
+    /// Format version of this struct.
+    pub version: u32,
+    /// Steps taken so far (including skipped ones).
+    pub step: u64,
+    /// Steps skipped because of a non-finite loss.
+    pub skipped_steps: u64,
+    /// The task names, in order.
+    pub task_names: Vec<String>,
+    /// The wrapped balancer's state.
+    pub state: BalancerState,
+}
+
+const CHECKPOINT_VERSION: u32 = 1;
+
+impl Balancer {
+    /// Wraps `inner`; `task_names` gives one name per task (used in errors and reports).
+    pub fn new(inner: Box<dyn LossBalancer>, task_names: &[&str]) -> Result<Self> {
+        if task_names.len() != inner.num_tasks() {
+            return Err(BalanceError::TaskCountMismatch {
+                context: "task names".into(),
+                expected: inner.num_tasks(),
+                actual: task_names.len(),
+            });
+        }
+        Ok(Self {
+            inner,
+            task_names: task_names.iter().map(|s| s.to_string()).collect(),
+            policy: NonFinitePolicy::default(),
+            step: 0,
+            skipped_steps: 0,
+        })
+    }
+
+    /// Builds the balancer that `spec` describes for the named tasks.
+    pub fn from_spec(spec: &BalancerSpec, task_names: &[&str]) -> Result<Self> {
+        Self::new(spec.build(task_names.len())?, task_names)
+    }
+
+    /// Sets what happens on a non-finite loss (builder style).
+    pub fn with_non_finite_policy(mut self, policy: NonFinitePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The wrapped balancer's registry name.
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// The task names.
+    pub fn task_names(&self) -> &[String] {
+        &self.task_names
+    }
+
+    /// The current weights (one per task).
+    pub fn weights(&self) -> Vec<f64> {
+        self.inner.weights()
+    }
+
+    /// Steps taken so far.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Steps skipped because a loss was not finite.
+    pub fn skipped_steps(&self) -> u64 {
+        self.skipped_steps
+    }
+
+    /// Runs one step's backward pass: checks `losses` (one finite scalar per task), lets the balancer set
+    /// the gradients, and checks its weights. On any error the balancer's state is as before the call and
+    /// the gradients must not be applied.
+    pub fn backward(
+        &mut self,
+        losses: &[Tensor],
+        parts: &SharedParts,
+        representation: Option<&Tensor>,
+    ) -> Result<StepReport> {
+        let num_tasks = self.inner.num_tasks();
+        if losses.len() != num_tasks {
+            return Err(BalanceError::TaskCountMismatch {
+                context: "losses".into(),
+                expected: num_tasks,
+                actual: losses.len(),
+            });
+        }
+        let values = self.loss_values(losses)?;
+        let step = self.step;
+        if let Some((task, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            match self.policy {
+                NonFinitePolicy::Error => {
+                    return Err(BalanceError::NonFiniteLoss {
+                        task: self.task_names[task].clone(),
+                        step,
+                        value,
+                    })
+                }
+                NonFinitePolicy::SkipStep => {
+                    self.step += 1;
+                    self.skipped_steps += 1;
+                    let mut report = StepReport::new(values, self.inner.weights());
+                    report.step = step;
+                    report.skipped = true;
+                    return Ok(report);
+                }
+            }
+        }
+        let snapshot = self.inner.state()?;
+        let input = StepInput::new(losses, &values, parts, representation, step);
+        let outcome = self.inner.backward(&input).and_then(|report| {
+            check_weights(self.inner.name(), step, &report.weights, num_tasks)?;
+            check_weights(self.inner.name(), step, &self.inner.weights(), num_tasks)?;
+            Ok(report)
+        });
+        match outcome {
+            Ok(mut report) => {
+                report.step = step;
+                self.step += 1;
+                Ok(report)
+            }
+            Err(err) => {
+                self.inner.load_state(&snapshot)?;
+                Err(err)
+            }
+        }
+    }
+
+    fn loss_values(&self, losses: &[Tensor]) -> Result<Vec<f64>> {
+        losses
+            .iter()
+            .zip(&self.task_names)
+            .map(|(loss, name)| {
+                if loss.numel() != 1 {
+                    return Err(BalanceError::Torch {
+                        context: format!("reading the loss of task `{name}`"),
+                        message: format!("expected a scalar loss, got shape {:?}", loss.size()),
+                    });
+                }
+                loss.f_double_value(&[])
+                    .context(&format!("reading the loss of task `{name}`"))
+            })
+            .collect()
+    }
+
+    /// Everything needed to resume exactly; serialise it with serde (JSON keeps every `f64` exact).
+    pub fn checkpoint(&self) -> Result<BalancerCheckpoint> {
+        Ok(BalancerCheckpoint {
+            version: CHECKPOINT_VERSION,
+            step: self.step,
+            skipped_steps: self.skipped_steps,
+            task_names: self.task_names.clone(),
+            state: self.inner.state()?,
+        })
+    }
+
+    /// Restores a checkpoint written by a balancer with the same config and tasks.
+    pub fn restore(&mut self, checkpoint: &BalancerCheckpoint) -> Result<()> {
+        let mismatch = |reason: String| BalanceError::StateMismatch {
+            balancer: self.inner.name().to_string(),
+            reason,
+        };
+        if checkpoint.version != CHECKPOINT_VERSION {
+            return Err(mismatch(format!(
+                "checkpoint format version {} (this build reads {CHECKPOINT_VERSION})",
+                checkpoint.version
+            )));
+        }
+        if checkpoint.task_names != self.task_names {
+            return Err(mismatch(format!(
+                "checkpoint tasks {:?}, balancer tasks {:?}",
+                checkpoint.task_names, self.task_names
+            )));
+        }
+        self.inner.load_state(&checkpoint.state)?;
+        self.step = checkpoint.step;
+        self.skipped_steps = checkpoint.skipped_steps;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer")
+            .field("name", &self.inner.name())
+            .field("tasks", &self.task_names)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
