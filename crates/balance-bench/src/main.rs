@@ -1,1 +1,5 @@
-fn main(){}
+//! The `balance-bench` binary: see the `balance_bench` library for the CLI.
+
+fn main() -> std::process::ExitCode {
+    balance_bench::main()
+}

@@ -144,7 +144,9 @@ impl<'a> StepInput<'a> {
     pub fn backward_weighted(&self, balancer: &str, weights: Vec<f64>) -> Result<StepReport> {
         check_weights(balancer, self.step, &weights, self.num_tasks())?;
         let total = grad::weighted_sum(self.losses, &weights)?;
-        total.f_backward().context("backward of the weighted loss")?;
+        total
+            .f_backward()
+            .context("backward of the weighted loss")?;
         Ok(StepReport::new(self.loss_values.to_vec(), weights))
     }
 }
@@ -232,13 +234,20 @@ impl BalancerState {
     }
 
     /// Checks that this state belongs to `method` with `num_tasks` tasks and deserialises its data.
-    pub fn decode<T: for<'de> Deserialize<'de>>(&self, method: &str, num_tasks: usize) -> Result<T> {
+    pub fn decode<T: for<'de> Deserialize<'de>>(
+        &self,
+        method: &str,
+        num_tasks: usize,
+    ) -> Result<T> {
         let mismatch = |reason: String| BalanceError::StateMismatch {
             balancer: method.to_string(),
             reason,
         };
         if self.method != method {
-            return Err(mismatch(format!("the state was written by `{}`", self.method)));
+            return Err(mismatch(format!(
+                "the state was written by `{}`",
+                self.method
+            )));
         }
         if self.num_tasks != num_tasks {
             return Err(mismatch(format!(
@@ -246,7 +255,8 @@ impl BalancerState {
                 self.num_tasks
             )));
         }
-        serde_json::from_value(self.data.clone()).map_err(|e| mismatch(format!("malformed data: {e}")))
+        serde_json::from_value(self.data.clone())
+            .map_err(|e| mismatch(format!("malformed data: {e}")))
     }
 }
 
@@ -258,7 +268,10 @@ mod tests {
     fn check_weights_rejects_negative_nan_and_wrong_length() {
         assert!(check_weights("x", 0, &[1.0, 0.0], 2).is_ok());
         let err = check_weights("x", 3, &[1.0, -0.5], 2).unwrap_err();
-        assert!(err.to_string().contains("weight of task 1 is -0.5"), "{err}");
+        assert!(
+            err.to_string().contains("weight of task 1 is -0.5"),
+            "{err}"
+        );
         let err = check_weights("x", 3, &[f64::NAN, 1.0], 2).unwrap_err();
         assert!(err.to_string().contains("task 0 is NaN"), "{err}");
         let err = check_weights("x", 3, &[1.0], 2).unwrap_err();
@@ -268,7 +281,10 @@ mod tests {
     #[test]
     fn state_decode_checks_method_and_task_count() {
         let state = BalancerState::new("static", 2, &vec![1.0, 2.0]).unwrap();
-        assert_eq!(state.decode::<Vec<f64>>("static", 2).unwrap(), vec![1.0, 2.0]);
+        assert_eq!(
+            state.decode::<Vec<f64>>("static", 2).unwrap(),
+            vec![1.0, 2.0]
+        );
         let err = state.decode::<Vec<f64>>("loss_norm", 2).unwrap_err();
         assert!(err.to_string().contains("written by `static`"), "{err}");
         let err = state.decode::<Vec<f64>>("static", 3).unwrap_err();

@@ -150,8 +150,9 @@ impl FromStr for BalancerSpec {
         if looks_like_name {
             return Self::from_name(trimmed);
         }
-        let value: serde_json::Value = serde_json::from_str(trimmed)
-            .map_err(|e| BalanceError::ConfigSyntax(format!("`{trimmed}` is not valid JSON: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(trimmed).map_err(|e| {
+            BalanceError::ConfigSyntax(format!("`{trimmed}` is not valid JSON: {e}"))
+        })?;
         Self::from_value(value)
     }
 }

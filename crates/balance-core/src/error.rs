@@ -46,7 +46,9 @@ pub enum BalanceError {
     ConfigSyntax(String),
 
     /// The number of tasks does not match what the balancer was built for.
-    #[error("task count mismatch in {context}: got {actual}, the balancer was built for {expected}")]
+    #[error(
+        "task count mismatch in {context}: got {actual}, the balancer was built for {expected}"
+    )]
     TaskCountMismatch {
         /// Where the mismatch was found (for example `losses`).
         context: String,

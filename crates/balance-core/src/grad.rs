@@ -31,8 +31,8 @@ pub fn weighted_sum(losses: &[Tensor], weights: &[f64]) -> Result<Tensor> {
 /// Gradients of the scalar `loss` with respect to `inputs`, keeping the graph for further passes.
 /// An input that `loss` does not depend on gets a zero gradient of its shape.
 pub fn gradients(loss: &Tensor, inputs: &[&Tensor], keep_graph: bool) -> Result<Vec<Tensor>> {
-    let grads = Tensor::f_run_backward(&[loss], inputs, keep_graph, false)
-        .context("per-task gradient")?;
+    let grads =
+        Tensor::f_run_backward(&[loss], inputs, keep_graph, false).context("per-task gradient")?;
     grads
         .into_iter()
         .zip(inputs)

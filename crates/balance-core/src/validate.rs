@@ -7,7 +7,12 @@ pub fn unit_interval_open(method: &str, field: &str, value: f64) -> Result<()> {
     if value.is_finite() && (0.0..1.0).contains(&value) {
         Ok(())
     } else {
-        Err(BalanceError::invalid_config(method, field, value, "a number in [0, 1)"))
+        Err(BalanceError::invalid_config(
+            method,
+            field,
+            value,
+            "a number in [0, 1)",
+        ))
     }
 }
 
@@ -16,7 +21,12 @@ pub fn positive(method: &str, field: &str, value: f64) -> Result<()> {
     if value.is_finite() && value > 0.0 {
         Ok(())
     } else {
-        Err(BalanceError::invalid_config(method, field, value, "a finite number > 0"))
+        Err(BalanceError::invalid_config(
+            method,
+            field,
+            value,
+            "a finite number > 0",
+        ))
     }
 }
 
@@ -25,7 +35,12 @@ pub fn non_negative(method: &str, field: &str, value: f64) -> Result<()> {
     if value.is_finite() && value >= 0.0 {
         Ok(())
     } else {
-        Err(BalanceError::invalid_config(method, field, value, "a finite number >= 0"))
+        Err(BalanceError::invalid_config(
+            method,
+            field,
+            value,
+            "a finite number >= 0",
+        ))
     }
 }
 
@@ -73,19 +88,33 @@ mod tests {
 
     #[test]
     fn each_check_names_field_and_value() {
-        let e = unit_interval_open("m", "decay", 1.0).unwrap_err().to_string();
-        assert_eq!(e, "invalid config for `m`: field `decay` = 1, expected a number in [0, 1)");
+        let e = unit_interval_open("m", "decay", 1.0)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "invalid config for `m`: field `decay` = 1, expected a number in [0, 1)"
+        );
         let e = positive("m", "lr", 0.0).unwrap_err().to_string();
         assert!(e.contains("field `lr` = 0"), "{e}");
         let e = non_negative("m", "eps", f64::NAN).unwrap_err().to_string();
         assert!(e.contains("field `eps` = NaN"), "{e}");
         let e = task_count_at_least("m", 1, 2).unwrap_err().to_string();
-        assert!(e.contains("field `num_tasks` = 1, expected at least 2 tasks"), "{e}");
-        let e = task_weights("m", "weights", &[1.0], 2).unwrap_err().to_string();
+        assert!(
+            e.contains("field `num_tasks` = 1, expected at least 2 tasks"),
+            "{e}"
+        );
+        let e = task_weights("m", "weights", &[1.0], 2)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("one weight per task (2), got 1"), "{e}");
-        let e = task_weights("m", "weights", &[1.0, -2.0], 2).unwrap_err().to_string();
+        let e = task_weights("m", "weights", &[1.0, -2.0], 2)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("field `weights[1]` = -2"), "{e}");
-        let e = task_weights("m", "weights", &[0.0, 0.0], 2).unwrap_err().to_string();
+        let e = task_weights("m", "weights", &[0.0, 0.0], 2)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least one weight > 0"), "{e}");
         assert!(task_weights("m", "weights", &[0.0, 2.0], 2).is_ok());
         assert!(unit_interval_open("m", "decay", 0.0).is_ok());

@@ -130,7 +130,10 @@ mod tests {
     #[test]
     fn wrong_length_names_the_field() {
         let m = message(StaticConfig::with_weights(vec![1.0]), 2);
-        assert!(m.contains("field `weights`") && m.contains("one weight per task (2), got 1"), "{m}");
+        assert!(
+            m.contains("field `weights`") && m.contains("one weight per task (2), got 1"),
+            "{m}"
+        );
     }
 
     #[test]
