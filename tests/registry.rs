@@ -5,6 +5,7 @@ use balance::{registry, BalanceError, BalancerKind, BalancerSpec};
 
 /// Every first-party plugin, with its kind. Adding a plugin to the facade means adding it here.
 const FIRST_PARTY: &[(&str, BalancerKind)] = &[
+    ("grad_norm", BalancerKind::GradientWeighting),
     ("loss_norm", BalancerKind::LossWeighting),
     ("static", BalancerKind::LossWeighting),
 ];

@@ -48,8 +48,9 @@ pub fn gradients(loss: &Tensor, inputs: &[&Tensor], keep_graph: bool) -> Result<
 
 /// Accumulates `grads[k]` into `targets[k]`'s gradient through the graph: for parameters this adds to
 /// `.grad`; for an intermediate tensor (a shared representation) it back-propagates `grads[k]` to the
-/// parameters below it. One backward pass for all targets.
-pub fn backward_with(targets: &[&Tensor], grads: &[Tensor], keep_graph: bool) -> Result<()> {
+/// parameters below it. One backward pass for all targets; it releases the graph, so make it the step's
+/// last backward.
+pub fn backward_with(targets: &[&Tensor], grads: &[Tensor]) -> Result<()> {
     if targets.len() != grads.len() {
         return Err(BalanceError::TaskCountMismatch {
             context: "gradients to write (targets vs gradients)".into(),
@@ -70,15 +71,7 @@ pub fn backward_with(targets: &[&Tensor], grads: &[Tensor], keep_graph: bool) ->
     }
     match surrogate {
         None => Ok(()),
-        Some(s) => {
-            if keep_graph {
-                Tensor::f_run_backward(&[&s], &[] as &[&Tensor], true, false)
-                    .map(|_| ())
-                    .context("writing gradients")
-            } else {
-                s.f_backward().context("writing gradients")
-            }
-        }
+        Some(s) => s.f_backward().context("writing gradients"),
     }
 }
 
@@ -127,7 +120,7 @@ mod tests {
     fn backward_with_accumulates_into_params_and_through_intermediates() {
         let w = Tensor::from_slice(&[2.0f64, 3.0]).set_requires_grad(true);
         let z = &w * 10.0; // intermediate
-        backward_with(&[&z], &[Tensor::from_slice(&[1.0f64, -1.0])], false).unwrap();
+        backward_with(&[&z], &[Tensor::from_slice(&[1.0f64, -1.0])]).unwrap();
         assert_eq!(Vec::<f64>::try_from(w.grad()).unwrap(), vec![10.0, -10.0]);
         assert!((global_norm(&[w.grad()]).unwrap() - 200f64.sqrt()).abs() < 1e-12);
     }

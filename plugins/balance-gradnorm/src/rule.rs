@@ -1,0 +1,465 @@
+//! GradNorm's numerical rule over plain `f64` values: given the step's loss values and the norms
+//! `n_i = ||grad_W L_i||` of the unweighted task gradients, everything else is closed form.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hyperparams::GradNormParams;
+
+/// Adam's `beta1` for the weights (PyTorch's default).
+pub const ADAM_BETA1: f64 = 0.9;
+/// Adam's `beta2` for the weights (PyTorch's default).
+pub const ADAM_BETA2: f64 = 0.999;
+/// Adam's epsilon for the weights (PyTorch's default).
+pub const ADAM_EPS: f64 = 1e-8;
+
+/// Adam's state for the task weights (exactly PyTorch's update, so it can be checkpointed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdamState {
+    /// Steps taken.
+    pub step: u64,
+    /// First moments.
+    pub exp_avg: Vec<f64>,
+    /// Second moments.
+    pub exp_avg_sq: Vec<f64>,
+}
+
+impl AdamState {
+    /// Zero moments for `n` parameters.
+    pub fn new(n: usize) -> Self {
+        Self {
+            step: 0,
+            exp_avg: vec![0.0; n],
+            exp_avg_sq: vec![0.0; n],
+        }
+    }
+
+    /// One Adam step on `params` with `grads`, in PyTorch's order of operations (`torch.optim.Adam`,
+    /// single-tensor path, no weight decay).
+    pub fn step(&mut self, params: &mut [f64], grads: &[f64], lr: f64) {
+        self.step += 1;
+        let t = i32::try_from(self.step).unwrap_or(i32::MAX);
+        let bias_correction1 = 1.0 - ADAM_BETA1.powi(t);
+        let bias_correction2 = 1.0 - ADAM_BETA2.powi(t);
+        let step_size = lr / bias_correction1;
+        let bias_correction2_sqrt = bias_correction2.sqrt();
+        for (((p, &g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.exp_avg)
+            .zip(&mut self.exp_avg_sq)
+        {
+            *m += (g - *m) * (1.0 - ADAM_BETA1); // lerp, as PyTorch
+            *v = *v * ADAM_BETA2 + (1.0 - ADAM_BETA2) * g * g;
+            let denom = v.sqrt() / bias_correction2_sqrt + ADAM_EPS;
+            *p -= step_size * (*m / denom);
+        }
+    }
+}
+
+/// Everything GradNorm carries from step to step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GradNormState {
+    /// The task weights.
+    pub weights: Vec<f64>,
+    /// The initial losses `L0`, once known.
+    pub initial_losses: Option<Vec<f64>>,
+    /// The warm-up EMA of the losses (while `init_ema_steps > 0` and `L0` is not frozen yet).
+    pub warmup_ema: Option<Vec<f64>>,
+    /// Warm-up steps seen.
+    pub warmup_steps_seen: u64,
+    /// The EMA of the losses (when `ema_decay` is set).
+    pub loss_ema: Option<Vec<f64>>,
+    /// The weights' Adam.
+    pub adam: AdamState,
+}
+
+/// What one GradNorm update measured and did (all per task).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradNormUpdate {
+    /// The weights applied to the model's loss this step.
+    pub applied_weights: Vec<f64>,
+    /// `n_i = ||grad_W L_i||` (unweighted).
+    pub task_grad_norms: Vec<f64>,
+    /// `G_i = sqrt(w_i^2 n_i^2 + eps)`.
+    pub grad_norms: Vec<f64>,
+    /// `r_i = source_i / (base_i + eps)`.
+    pub loss_ratios: Vec<f64>,
+    /// `inv_i = r_i / (mean(r) + eps)`.
+    pub inverse_rates: Vec<f64>,
+    /// `target_i = mean(G) * inv_i ^ alpha`.
+    pub targets: Vec<f64>,
+    /// `d L_grad / d w_i = sign(G_i - target_i) * w_i n_i^2 / G_i`.
+    pub weight_grads: Vec<f64>,
+    /// The weights after the Adam step, the floor and the renormalisation.
+    pub new_weights: Vec<f64>,
+}
+
+/// GradNorm's rule with its state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradNormRule {
+    params: GradNormParams,
+    state: GradNormState,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+fn ema(previous: Option<Vec<f64>>, values: &[f64], decay: f64) -> Vec<f64> {
+    match previous {
+        None => values.to_vec(),
+        Some(prev) => prev
+            .iter()
+            .zip(values)
+            .map(|(e, l)| decay * e + (1.0 - decay) * l)
+            .collect(),
+    }
+}
+
+/// `G_i = sqrt(w_i^2 n_i^2 + eps)`, written with `hypot` so it cannot overflow.
+pub fn weighted_grad_norm(weight: f64, task_grad_norm: f64, eps: f64) -> f64 {
+    (weight * task_grad_norm).hypot(eps.sqrt())
+}
+
+/// The closed-form gradient of `L_grad = sum_i |G_i - target_i|` in `w_i` (targets held constant):
+/// `sign(G_i - target_i) * dG_i/dw_i` with `dG_i/dw_i = w_i n_i^2 / G_i`.
+pub fn weight_gradient(weight: f64, task_grad_norm: f64, grad_norm: f64, target: f64) -> f64 {
+    let sign = if grad_norm > target {
+        1.0
+    } else if grad_norm < target {
+        -1.0
+    } else {
+        0.0
+    };
+    // w n^2 / G, computed as n * (w n / G) to stay finite.
+    sign * task_grad_norm * (weight * task_grad_norm / grad_norm)
+}
+
+impl GradNormRule {
+    /// A fresh rule.
+    pub fn new(params: GradNormParams) -> Self {
+        let state = GradNormState {
+            weights: params.init_weights.clone(),
+            initial_losses: None,
+            warmup_ema: None,
+            warmup_steps_seen: 0,
+            loss_ema: None,
+            adam: AdamState::new(params.num_tasks),
+        };
+        Self { params, state }
+    }
+
+    /// The checked parameters.
+    pub fn params(&self) -> &GradNormParams {
+        &self.params
+    }
+
+    /// The current weights.
+    pub fn weights(&self) -> &[f64] {
+        &self.state.weights
+    }
+
+    /// The state, for checkpoints.
+    pub fn state(&self) -> &GradNormState {
+        &self.state
+    }
+
+    /// Restores a state; `false` when its vectors do not have one entry per task.
+    pub fn set_state(&mut self, state: GradNormState) -> bool {
+        let n = self.params.num_tasks;
+        let opt_fits = |v: &Option<Vec<f64>>| v.as_ref().is_none_or(|v| v.len() == n);
+        let fits = state.weights.len() == n
+            && opt_fits(&state.initial_losses)
+            && opt_fits(&state.warmup_ema)
+            && opt_fits(&state.loss_ema)
+            && state.adam.exp_avg.len() == n
+            && state.adam.exp_avg_sq.len() == n;
+        if fits {
+            self.state = state;
+        }
+        fits
+    }
+
+    /// One GradNorm step from the detached loss values and the unweighted task gradient norms.
+    /// The caller has applied (or applies) [`GradNormUpdate::applied_weights`] to the model's loss.
+    ///
+    /// Losses are expected to be `>= 0` (BCE, MSE...); a negative loss ratio is clamped to 0 so that
+    /// `inv ^ alpha` stays real.
+    pub fn step(&mut self, losses: &[f64], task_grad_norms: &[f64]) -> GradNormUpdate {
+        let p = &self.params;
+        let eps = p.eps;
+        let s = &mut self.state;
+
+        // L0: the first losses, or an EMA over the first `init_ema_steps` steps, then frozen.
+        if s.initial_losses.is_none() {
+            if p.init_ema_steps == 0 {
+                s.initial_losses = Some(losses.to_vec());
+            } else {
+                s.warmup_ema = Some(ema(s.warmup_ema.take(), losses, p.init_ema_decay));
+                s.warmup_steps_seen += 1;
+                if s.warmup_steps_seen >= p.init_ema_steps {
+                    s.initial_losses = s.warmup_ema.clone();
+                }
+            }
+        }
+        if let Some(decay) = p.ema_decay {
+            s.loss_ema = Some(ema(s.loss_ema.take(), losses, decay));
+        }
+        let source = s.loss_ema.as_deref().unwrap_or(losses);
+        let base = s
+            .initial_losses
+            .as_deref()
+            .or(s.warmup_ema.as_deref())
+            .unwrap_or(losses);
+
+        let loss_ratios: Vec<f64> = source
+            .iter()
+            .zip(base)
+            .map(|(src, b)| src / (b + eps))
+            .collect();
+        let mean_ratio = mean(&loss_ratios);
+        let inverse_rates: Vec<f64> = loss_ratios.iter().map(|r| r / (mean_ratio + eps)).collect();
+
+        let applied_weights = s.weights.clone();
+        let grad_norms: Vec<f64> = applied_weights
+            .iter()
+            .zip(task_grad_norms)
+            .map(|(&w, &n)| weighted_grad_norm(w, n, eps))
+            .collect();
+        let mean_norm = mean(&grad_norms);
+        let targets: Vec<f64> = inverse_rates
+            .iter()
+            .map(|inv| mean_norm * inv.max(0.0).powf(p.alpha))
+            .collect();
+        let weight_grads: Vec<f64> = (0..p.num_tasks)
+            .map(|i| {
+                weight_gradient(
+                    applied_weights[i],
+                    task_grad_norms[i],
+                    grad_norms[i],
+                    targets[i],
+                )
+            })
+            .collect();
+
+        let mut weights = applied_weights.clone();
+        s.adam.step(&mut weights, &weight_grads, p.lr);
+        for w in &mut weights {
+            *w = w.max(eps);
+        }
+        let total: f64 = weights.iter().sum();
+        let scale = p.num_tasks as f64 / (total + eps);
+        for w in &mut weights {
+            *w *= scale;
+        }
+        s.weights = weights.clone();
+
+        GradNormUpdate {
+            applied_weights,
+            task_grad_norms: task_grad_norms.to_vec(),
+            grad_norms,
+            loss_ratios,
+            inverse_rates,
+            targets,
+            weight_grads,
+            new_weights: weights,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hyperparams::GradNormConfig;
+    use proptest::prelude::*;
+
+    fn rule(tasks: usize, config: GradNormConfig) -> GradNormRule {
+        GradNormRule::new(config.check(tasks).unwrap())
+    }
+
+    #[test]
+    fn first_step_by_hand() {
+        // Two tasks, L0 = first losses, n = (1, 3), w = (1, 1): every quantity from its formula.
+        let mut r = rule(2, GradNormConfig::default());
+        let (l, n, eps) = ([0.7, 0.2], [1.0, 3.0], 1e-8);
+        let u = r.step(&l, &n);
+        let g = [(1.0f64 + eps).sqrt(), (9.0f64 + eps).sqrt()];
+        assert!((u.grad_norms[0] - g[0]).abs() < 1e-15 && (u.grad_norms[1] - g[1]).abs() < 1e-15);
+        let ratio = [l[0] / (l[0] + eps), l[1] / (l[1] + eps)];
+        assert_eq!(u.loss_ratios, ratio.to_vec());
+        let mean_r = (ratio[0] + ratio[1]) / 2.0;
+        let inv = [ratio[0] / (mean_r + eps), ratio[1] / (mean_r + eps)];
+        let mean_g = (u.grad_norms[0] + u.grad_norms[1]) / 2.0;
+        assert_eq!(
+            u.targets,
+            vec![mean_g * inv[0].powf(1.5), mean_g * inv[1].powf(1.5)]
+        );
+        // Task 0 is below target (sign -1), task 1 above (+1): dG/dw = w n^2 / G.
+        assert!((u.weight_grads[0] + 1.0 / g[0]).abs() < 1e-15);
+        assert!((u.weight_grads[1] - 9.0 / g[1]).abs() < 1e-15);
+        // Adam's first step moves each weight by about lr against the sign; then the renormalisation.
+        let pre = [1.025, 0.975];
+        for i in 0..2 {
+            let expected = pre[i] * 2.0 / (pre[0] + pre[1] + eps);
+            assert!(
+                (u.new_weights[i] - expected).abs() < 1e-9,
+                "{:?}",
+                u.new_weights
+            );
+        }
+        assert_eq!(r.weights(), u.new_weights.as_slice());
+    }
+
+    #[test]
+    fn warmup_ema_sets_l0_after_init_ema_steps() {
+        let config = GradNormConfig {
+            init_ema_steps: 2,
+            init_ema_decay: 0.5,
+            ..Default::default()
+        };
+        let mut r = rule(2, config);
+        let u = r.step(&[4.0, 2.0], &[1.0, 1.0]);
+        assert_eq!(r.state().initial_losses, None);
+        assert_eq!(r.state().warmup_ema, Some(vec![4.0, 2.0]));
+        assert_eq!(u.loss_ratios, vec![4.0 / (4.0 + 1e-8), 2.0 / (2.0 + 1e-8)]);
+        r.step(&[2.0, 4.0], &[1.0, 1.0]);
+        assert_eq!(r.state().initial_losses, Some(vec![3.0, 3.0]));
+        let u = r.step(&[3.0, 1.5], &[1.0, 1.0]);
+        assert_eq!(u.loss_ratios, vec![3.0 / (3.0 + 1e-8), 1.5 / (3.0 + 1e-8)]);
+    }
+
+    #[test]
+    fn ema_decay_smooths_the_ratio_source() {
+        let config = GradNormConfig {
+            ema_decay: Some(0.5),
+            ..Default::default()
+        };
+        let mut r = rule(2, config);
+        r.step(&[2.0, 2.0], &[1.0, 1.0]);
+        let u = r.step(&[1.0, 4.0], &[1.0, 1.0]);
+        assert_eq!(u.loss_ratios, vec![1.5 / (2.0 + 1e-8), 3.0 / (2.0 + 1e-8)]);
+    }
+
+    #[test]
+    fn adam_matches_pytorch_first_steps() {
+        // torch.optim.Adam([p], lr=0.1) on p = [1.0, -2.0] (float64) with grads [0.5, -3.0] then [1.0, 1.0]
+        // prints these values after each step (run in this project's venv, torch 2.11.0):
+        //   p = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+        //   opt = torch.optim.Adam([p], lr=0.1); for g in ([0.5, -3.0], [1.0, 1.0]):
+        //       p.grad = torch.tensor(g, dtype=torch.float64); opt.step()
+        let mut adam = AdamState::new(2);
+        let mut p = vec![1.0, -2.0];
+        adam.step(&mut p, &[0.5, -3.0], 0.1);
+        assert_eq!(p, vec![0.900000002, -1.9000000003333333]);
+        adam.step(&mut p, &[1.0, 1.0], 0.1);
+        assert_eq!(p, vec![0.8034818006385094, -1.8599781433169098]);
+    }
+
+    fn configs() -> impl Strategy<Value = GradNormConfig> {
+        (
+            0.0f64..3.0,
+            1e-3f64..0.5,
+            prop::option::of(0.0f64..0.99),
+            0i64..4,
+        )
+            .prop_map(|(alpha, lr, ema_decay, init_ema_steps)| GradNormConfig {
+                alpha,
+                lr,
+                ema_decay,
+                init_ema_steps,
+                ..Default::default()
+            })
+    }
+
+    fn steps(tasks: usize) -> impl Strategy<Value = Vec<(Vec<f64>, Vec<f64>)>> {
+        prop::collection::vec(
+            (
+                prop::collection::vec(0.0f64..1e4, tasks),
+                prop::collection::vec(0.0f64..1e6, tasks),
+            ),
+            1..20,
+        )
+    }
+
+    proptest! {
+        /// After every update the weights are finite and positive, sum to T (up to the reference's
+        /// `T / (sum + eps)` renormalisation), and were at least eps before it.
+        #[test]
+        fn weights_finite_positive_and_sum_to_t(config in configs(), steps in steps(3)) {
+            let mut r = rule(3, config);
+            for (losses, norms) in &steps {
+                let u = r.step(losses, norms);
+                let sum: f64 = u.new_weights.iter().sum();
+                prop_assert!((sum - 3.0).abs() <= 1e-7, "sum {}", sum);
+                for &w in &u.new_weights {
+                    prop_assert!(w.is_finite() && w > 0.0, "weight {}", w);
+                }
+            }
+        }
+
+        #[test]
+        fn permuting_tasks_permutes_weights(config in configs(), steps in steps(4), rotation in 1usize..4) {
+            let perm: Vec<usize> = (0..4).map(|i| (i + rotation) % 4).collect();
+            let mut a = rule(4, config.clone());
+            let mut b = rule(4, config);
+            for (losses, norms) in &steps {
+                let pl: Vec<f64> = perm.iter().map(|&i| losses[i]).collect();
+                let pn: Vec<f64> = perm.iter().map(|&i| norms[i]).collect();
+                let ua = a.step(losses, norms);
+                let ub = b.step(&pl, &pn);
+                for (k, &i) in perm.iter().enumerate() {
+                    // Sums over tasks are taken in another order, so allow rounding.
+                    prop_assert!((ub.new_weights[k] - ua.new_weights[i]).abs() <= 1e-9 * ua.new_weights[i].max(1.0));
+                }
+            }
+        }
+
+        /// Equal loss ratios and equal gradient norms G_i: nothing to correct, so the weights stay exactly.
+        /// (GradNorm's L1 objective under Adam turns any non-zero difference, however small, into a full
+        /// `lr` step, so the case is built to be exactly balanced in floating point: dyadic weights and
+        /// scales, and an `eps` below rounding.)
+        #[test]
+        fn balanced_tasks_keep_their_weights(
+            alpha in 0.0f64..3.0,
+            lr in 1e-3f64..0.5,
+            rotation in 0usize..3,
+            exponents in prop::collection::vec(-4i32..4, 3),
+            norm_exponent in -3i32..6,
+            base in prop::collection::vec(-6i32..6, 1..15),
+        ) {
+            let dyadic = [0.5, 0.5, 2.0]; // sums to T = 3
+            let init: Vec<f64> = (0..3).map(|i| dyadic[(i + rotation) % 3]).collect();
+            let config = GradNormConfig { alpha, lr, eps: 1e-300, init_weights: Some(init.clone()), ..Default::default() };
+            let mut r = rule(3, config);
+            let c = 2f64.powi(norm_exponent);
+            for &b in &base {
+                // Powers of two: every task's ratio is the same power of two, and so is their mean.
+                let losses: Vec<f64> = exponents.iter().map(|&k| 2f64.powi(b + k)).collect();
+                // n_i = c / w_i makes G_i = c for every task, exactly.
+                let norms: Vec<f64> = r.weights().iter().map(|w| c / w).collect();
+                let u = r.step(&losses, &norms);
+                prop_assert!(u.weight_grads.iter().all(|&g| g == 0.0), "{:?}", u.weight_grads);
+            }
+            prop_assert_eq!(r.weights(), init.as_slice());
+        }
+
+        #[test]
+        fn restored_state_continues_bit_for_bit(config in configs(), prefix in steps(3), suffix in steps(3)) {
+            let mut a = rule(3, config.clone());
+            for (l, n) in &prefix {
+                a.step(l, n);
+            }
+            let json = serde_json::to_string(a.state()).unwrap();
+            let mut b = rule(3, config);
+            prop_assert!(b.set_state(serde_json::from_str(&json).unwrap()));
+            for (l, n) in &suffix {
+                let ua = a.step(l, n);
+                let ub = b.step(l, n);
+                prop_assert_eq!(
+                    ua.new_weights.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    ub.new_weights.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+}
