@@ -6,7 +6,9 @@ use tch::{Device, Kind, Tensor};
 
 /// Parameters named as in the PyTorch fixture: l1, l2 (shared; l2 is the last shared layer), head{t}.
 pub struct Net {
+    /// Named parameters, in the fixture's order.
     pub params: Vec<(String, Tensor)>,
+    /// Number of tasks (heads).
     pub tasks: usize,
 }
 
@@ -43,10 +45,12 @@ impl Net {
         Self { params, tasks }
     }
 
+    /// The parameter called `name`.
     pub fn get(&self, name: &str) -> &Tensor {
         &self.params.iter().find(|(n, _)| n == name).unwrap().1
     }
 
+    /// Shared = l1, l2; last shared layer = l2; task-specific = heads.
     pub fn parts(&self) -> SharedParts {
         let pick = |pred: &dyn Fn(&str) -> bool| -> Vec<Tensor> {
             self.params
@@ -106,6 +110,7 @@ impl Net {
         });
     }
 
+    /// Zeroes every gradient.
     pub fn zero_grad(&mut self) {
         for (_, p) in &mut self.params {
             p.zero_grad();
