@@ -40,7 +40,7 @@ fn second_order_weight_grad(
             .map(|g| g.square().sum(Kind::Double))
             .fold(Tensor::zeros([], (Kind::Double, Device::Cpu)), |a, b| a + b);
         let g_i = (sum_sq + eps).sqrt();
-        l_grad = l_grad + (g_i - targets[i]).abs();
+        l_grad += (g_i - targets[i]).abs();
     }
     let dw = Tensor::run_backward(&[&l_grad], &[&w], true, false);
     Vec::<f64>::try_from(&dw[0]).unwrap()
