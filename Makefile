@@ -4,6 +4,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 export LIBTORCH := $(ROOT)/.libtorch
 export LD_LIBRARY_PATH := $(ROOT)/.libtorch/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 CARGO ?= cargo
+SHELL := /bin/bash
 BENCH_ARGS ?=
 
 .PHONY: setup test bench lint
@@ -13,8 +14,9 @@ setup:
 
 ## Run every test (unit, integration, property, doc) of the workspace.
 test: setup
-	$(CARGO) test --workspace --all-targets
-	$(CARGO) test --workspace --doc
+	@mkdir -p $(ROOT)/.cache
+	set -o pipefail; { $(CARGO) test --workspace --all-targets && $(CARGO) test --workspace --doc; } 2>&1 | tee $(ROOT)/.cache/test.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "all tests: %d passed, %d failed\n", p, f }' $(ROOT)/.cache/test.log
 
 ## Run the benchmark (`make bench BENCH_ARGS="list"` for other subcommands).
 bench: setup

@@ -127,7 +127,7 @@ fn unknown_field_missing_method_and_wrong_shape_are_clear_errors() {
     let err = serde_json::from_str::<BalancerSpec>(r#"{"scale": "ema"}"#).unwrap_err();
     assert!(
         err.to_string()
-            .contains("missing field `method` (one of: loss_norm"),
+            .contains("missing field `method` (one of: grad_norm, loss_norm, static"),
         "{err}"
     );
     let err = serde_json::from_str::<BalancerSpec>("42").unwrap_err();
