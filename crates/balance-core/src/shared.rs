@@ -47,6 +47,18 @@ pub struct SharedParts {
     task_specific: Vec<Tensor>,
 }
 
+impl Clone for SharedParts {
+    /// Shallow: the clone designates the same variables.
+    fn clone(&self) -> Self {
+        let copy = |v: &[Tensor]| v.iter().map(Tensor::shallow_clone).collect();
+        Self {
+            shared: copy(&self.shared),
+            last_shared_layer: copy(&self.last_shared_layer),
+            task_specific: copy(&self.task_specific),
+        }
+    }
+}
+
 impl SharedParts {
     /// Parts from explicit lists: the shared parameters and the task-specific ones.
     pub fn new(shared: Vec<Tensor>, task_specific: Vec<Tensor>) -> Self {

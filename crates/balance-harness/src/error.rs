@@ -1,0 +1,44 @@
+//! Errors of the harness.
+
+use thiserror::Error;
+
+/// What can go wrong while building or running a model.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum HarnessError {
+    /// A config field holds a value outside what is accepted.
+    #[error("invalid {component} config: field `{field}` = {value}, expected {expected}")]
+    InvalidConfig {
+        /// The component (for example `mmoe`).
+        component: &'static str,
+        /// The field.
+        field: String,
+        /// The value found.
+        value: String,
+        /// What is accepted.
+        expected: String,
+    },
+    /// A batch does not fit the model.
+    #[error("batch does not fit the model: {0}")]
+    BadBatch(String),
+}
+
+impl HarnessError {
+    /// Builds an [`HarnessError::InvalidConfig`].
+    pub fn invalid(
+        component: &'static str,
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self::InvalidConfig {
+            component,
+            field: field.into(),
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+}
+
+/// Shorthand for harness results.
+pub type Result<T, E = HarnessError> = std::result::Result<T, E>;
