@@ -28,22 +28,59 @@ pub fn weighted_sum(losses: &[Tensor], weights: &[f64]) -> Result<Tensor> {
     })
 }
 
-/// Gradients of the scalar `loss` with respect to `inputs`, keeping the graph for further passes.
+/// Gradients of the scalar `loss` with respect to `inputs`, keeping the graph when `keep_graph`.
 /// An input that `loss` does not depend on gets a zero gradient of its shape.
 pub fn gradients(loss: &Tensor, inputs: &[&Tensor], keep_graph: bool) -> Result<Vec<Tensor>> {
-    let grads =
-        Tensor::f_run_backward(&[loss], inputs, keep_graph, false).context("per-task gradient")?;
-    grads
+    sparse_gradients(loss, inputs, keep_graph)?
         .into_iter()
         .zip(inputs)
-        .map(|(g, input)| {
-            if g.defined() {
-                Ok(g)
-            } else {
-                input.f_zeros_like().context("zero gradient")
-            }
+        .map(|(g, input)| match g {
+            Some(g) => Ok(g),
+            None => input.f_zeros_like().context("zero gradient"),
         })
         .collect()
+}
+
+/// Like [`gradients`], but `None` where `loss` does not depend on the input (no zeros allocated):
+/// the cheap form when most inputs belong to other tasks.
+pub fn sparse_gradients(
+    loss: &Tensor,
+    inputs: &[&Tensor],
+    keep_graph: bool,
+) -> Result<Vec<Option<Tensor>>> {
+    let grads =
+        Tensor::f_run_backward(&[loss], inputs, keep_graph, false).context("per-task gradient")?;
+    Ok(grads
+        .into_iter()
+        .map(|g| g.defined().then_some(g))
+        .collect())
+}
+
+/// Adds `grads[k]` to the `.grad` of leaf parameter `params[k]` (skipping `None`): in place where `.grad`
+/// exists, through one small backward pass where it does not yet (the first step).
+pub fn accumulate_param_grads(params: &[&Tensor], grads: &[Option<Tensor>]) -> Result<()> {
+    if params.len() != grads.len() {
+        return Err(BalanceError::TaskCountMismatch {
+            context: "gradients to accumulate (params vs gradients)".into(),
+            expected: params.len(),
+            actual: grads.len(),
+        });
+    }
+    let mut pending_params = Vec::new();
+    let mut pending_grads = Vec::new();
+    for (param, grad) in params.iter().zip(grads) {
+        let Some(grad) = grad else { continue };
+        let mut existing = param.grad();
+        if existing.defined() {
+            tch::no_grad(|| existing.f_add_(grad))
+                .map(|_| ())
+                .context("accumulating a gradient")?;
+        } else {
+            pending_params.push(*param);
+            pending_grads.push(grad.shallow_clone());
+        }
+    }
+    backward_with(&pending_params, &pending_grads)
 }
 
 /// Accumulates `grads[k]` into `targets[k]`'s gradient through the graph: for parameters this adds to
@@ -75,18 +112,22 @@ pub fn backward_with(targets: &[&Tensor], grads: &[Tensor]) -> Result<()> {
     }
 }
 
-/// The Euclidean norm of a list of gradient tensors taken as one flat vector.
-pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
-    let mut sum_sq = 0.0;
-    for g in grads {
-        let s = g
-            .f_square()
-            .and_then(|t| t.f_sum(tch::Kind::Double))
-            .and_then(|t| t.f_double_value(&[]))
-            .context("gradient norm")?;
-        sum_sq += s;
+/// The Euclidean norm of a list of gradient tensors taken as one flat vector (`None` counts as zero).
+/// One host synchronisation, whatever the number of tensors.
+pub fn global_norm<'a>(grads: impl IntoIterator<Item = Option<&'a Tensor>>) -> Result<f64> {
+    let norms = grads
+        .into_iter()
+        .flatten()
+        .map(|g| g.f_norm().and_then(|n| n.f_to_kind(tch::Kind::Double)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .context("gradient norm")?;
+    if norms.is_empty() {
+        return Ok(0.0);
     }
-    Ok(sum_sq.sqrt())
+    Tensor::f_stack(&norms, 0)
+        .and_then(|n| n.f_norm())
+        .and_then(|n| n.f_double_value(&[]))
+        .context("gradient norm")
 }
 
 #[cfg(test)]
@@ -122,12 +163,35 @@ mod tests {
         let z = &w * 10.0; // intermediate
         backward_with(&[&z], &[Tensor::from_slice(&[1.0f64, -1.0])]).unwrap();
         assert_eq!(Vec::<f64>::try_from(w.grad()).unwrap(), vec![10.0, -10.0]);
-        assert!((global_norm(&[w.grad()]).unwrap() - 200f64.sqrt()).abs() < 1e-12);
+        assert!((global_norm([Some(&w.grad()), None]).unwrap() - 200f64.sqrt()).abs() < 1e-12);
     }
 
     #[test]
     fn weighted_sum_rejects_length_mismatch() {
         let l = Tensor::from_slice(&[1.0f64]).sum(Kind::Double);
         assert!(weighted_sum(&[l], &[1.0, 2.0]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod accumulate_tests {
+    use super::*;
+
+    #[test]
+    fn accumulate_adds_in_place_or_through_a_backward_and_skips_none() {
+        let a = Tensor::from_slice(&[1.0f64, 2.0]).set_requires_grad(true);
+        let b = Tensor::from_slice(&[3.0f64]).set_requires_grad(true);
+        let c = Tensor::from_slice(&[4.0f64]).set_requires_grad(true);
+        // First: no .grad yet, written through the surrogate backward.
+        let g = |v: &[f64]| Some(Tensor::from_slice(v));
+        accumulate_param_grads(&[&a, &b, &c], &[g(&[1.0, 1.0]), g(&[2.0]), None]).unwrap();
+        assert_eq!(Vec::<f64>::try_from(a.grad()).unwrap(), vec![1.0, 1.0]);
+        assert_eq!(Vec::<f64>::try_from(b.grad()).unwrap(), vec![2.0]);
+        assert!(!c.grad().defined());
+        // Then in place.
+        accumulate_param_grads(&[&a, &b, &c], &[g(&[0.5, -1.0]), None, g(&[3.0])]).unwrap();
+        assert_eq!(Vec::<f64>::try_from(a.grad()).unwrap(), vec![1.5, 0.0]);
+        assert_eq!(Vec::<f64>::try_from(b.grad()).unwrap(), vec![2.0]);
+        assert_eq!(Vec::<f64>::try_from(c.grad()).unwrap(), vec![3.0]);
     }
 }

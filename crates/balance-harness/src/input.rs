@@ -28,16 +28,36 @@ impl InputConfig {
     /// Checks every field.
     pub fn check(&self) -> Result<()> {
         if self.dense < 0 {
-            return Err(HarnessError::invalid("input", "dense", self.dense, "a count >= 0"));
+            return Err(HarnessError::invalid(
+                "input",
+                "dense",
+                self.dense,
+                "a count >= 0",
+            ));
         }
         if let Some((i, v)) = self.vocab_sizes.iter().enumerate().find(|(_, v)| **v < 1) {
-            return Err(HarnessError::invalid("input", format!("vocab_sizes[{i}]"), v, "a size >= 1"));
+            return Err(HarnessError::invalid(
+                "input",
+                format!("vocab_sizes[{i}]"),
+                v,
+                "a size >= 1",
+            ));
         }
         if !self.vocab_sizes.is_empty() && self.embedding_dim < 1 {
-            return Err(HarnessError::invalid("input", "embedding_dim", self.embedding_dim, "a width >= 1"));
+            return Err(HarnessError::invalid(
+                "input",
+                "embedding_dim",
+                self.embedding_dim,
+                "a width >= 1",
+            ));
         }
         if self.output_dim() == 0 {
-            return Err(HarnessError::invalid("input", "dense", self.dense, "at least one feature"));
+            return Err(HarnessError::invalid(
+                "input",
+                "dense",
+                self.dense,
+                "at least one feature",
+            ));
         }
         Ok(())
     }

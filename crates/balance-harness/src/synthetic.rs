@@ -96,8 +96,16 @@ pub fn cascade(rows: usize, seed: u64) -> Batch {
         for t in 0..3 {
             let z = intercepts[t]
                 + x.iter().zip(&coef[t]).map(|(a, b)| a * b).sum::<f64>()
-                + row_ids.iter().enumerate().map(|(c, &id)| effects[t][c][id]).sum::<f64>();
-            let y = if rng.uniform() < sigmoid(z) { alive } else { 0.0 };
+                + row_ids
+                    .iter()
+                    .enumerate()
+                    .map(|(c, &id)| effects[t][c][id])
+                    .sum::<f64>();
+            let y = if rng.uniform() < sigmoid(z) {
+                alive
+            } else {
+                0.0
+            };
             labels.push(y as f32);
             alive = y;
         }
@@ -130,8 +138,20 @@ mod tests {
         assert!((0.03..0.10).contains(&rates[2]), "{rates:?}");
         // Nested: a conversion implies a response, a high-value label implies a conversion.
         let l = &a.labels;
-        assert_eq!(l.narrow(1, 1, 1).gt_tensor(&l.narrow(1, 0, 1)).sum(Kind::Int64).int64_value(&[]), 0);
-        assert_eq!(l.narrow(1, 2, 1).gt_tensor(&l.narrow(1, 1, 1)).sum(Kind::Int64).int64_value(&[]), 0);
+        assert_eq!(
+            l.narrow(1, 1, 1)
+                .gt_tensor(&l.narrow(1, 0, 1))
+                .sum(Kind::Int64)
+                .int64_value(&[]),
+            0
+        );
+        assert_eq!(
+            l.narrow(1, 2, 1)
+                .gt_tensor(&l.narrow(1, 1, 1))
+                .sum(Kind::Int64)
+                .int64_value(&[]),
+            0
+        );
     }
 
     #[test]

@@ -24,11 +24,19 @@ const WARMUP_STEPS: usize = 5;
 const MEMORY_STEPS: usize = 10;
 
 fn configs() -> Vec<(&'static str, Box<dyn BalancerConfig>)> {
-    let gn = |shared| Box::new(GradNormConfig { shared, ..Default::default() }) as Box<dyn BalancerConfig>;
+    let gn = |shared| {
+        Box::new(GradNormConfig {
+            shared,
+            ..Default::default()
+        }) as Box<dyn BalancerConfig>
+    };
     vec![
         ("static", Box::new(StaticConfig::default())),
         ("grad_norm all_shared", gn(SharedTarget::AllShared)),
-        ("grad_norm last_shared_layer", gn(SharedTarget::LastSharedLayer)),
+        (
+            "grad_norm last_shared_layer",
+            gn(SharedTarget::LastSharedLayer),
+        ),
         ("grad_norm representation", gn(SharedTarget::Representation)),
     ]
 }
@@ -47,10 +55,18 @@ impl Run {
     fn new(config: &dyn BalancerConfig, batch: i64, pool: &Batch) -> Run {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let mmoe = MmoeConfig { experts: 4, expert: MlpConfig::relu(&[64, 32]), tower: MlpConfig::relu(&[32]) };
+        let mmoe = MmoeConfig {
+            experts: 4,
+            expert: MlpConfig::relu(&[64, 32]),
+            tower: MlpConfig::relu(&[32]),
+        };
         let model = Mmoe::new(&vs, &bench_input(), &mmoe, 3).unwrap();
         let opt = nn::Adam::default().build(&vs, 1e-3).unwrap();
-        let balancer = Balancer::new(config.build(3).unwrap(), &["response", "conversion", "high_value"]).unwrap();
+        let balancer = Balancer::new(
+            config.build(3).unwrap(),
+            &["response", "conversion", "high_value"],
+        )
+        .unwrap();
         let parts = model.shared_parts();
         let n = pool.len() / batch;
         let batches = (0..n)
@@ -60,7 +76,15 @@ impl Run {
                 labels: pool.labels.narrow(0, i * batch, batch),
             })
             .collect();
-        Run { model, _vs: vs, opt, balancer, parts, batches, next: 0 }
+        Run {
+            model,
+            _vs: vs,
+            opt,
+            balancer,
+            parts,
+            batches,
+            next: 0,
+        }
     }
 
     fn step(&mut self) {
@@ -72,9 +96,18 @@ impl Run {
             .logits
             .iter()
             .enumerate()
-            .map(|(t, l)| l.binary_cross_entropy_with_logits::<Tensor>(&batch.task_labels(t as i64), None, None, Reduction::Mean))
+            .map(|(t, l)| {
+                l.binary_cross_entropy_with_logits::<Tensor>(
+                    &batch.task_labels(t as i64),
+                    None,
+                    None,
+                    Reduction::Mean,
+                )
+            })
             .collect();
-        self.balancer.backward(&losses, &self.parts, out.representation.as_ref()).unwrap();
+        self.balancer
+            .backward(&losses, &self.parts, out.representation.as_ref())
+            .unwrap();
         self.opt.step();
     }
 }
@@ -113,14 +146,20 @@ fn peak_growth_kib(config_index: usize, batch: i64) -> f64 {
         .args(["--child", &config_index.to_string(), &batch.to_string()])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(f64::NAN)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN)
 }
 
 fn main() {
     tch::set_num_threads(2);
     let args: Vec<String> = std::env::args().collect();
     if let Some(pos) = args.iter().position(|a| a == "--child") {
-        child(args[pos + 1].parse().unwrap(), args[pos + 2].parse().unwrap());
+        child(
+            args[pos + 1].parse().unwrap(),
+            args[pos + 2].parse().unwrap(),
+        );
         return;
     }
     let configs = configs();
@@ -131,7 +170,10 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     for &batch in &BATCHES {
         let pool = cascade(8 * batch as usize, 11);
-        let mut runs: Vec<Run> = configs.iter().map(|(_, c)| Run::new(c.as_ref(), batch, &pool)).collect();
+        let mut runs: Vec<Run> = configs
+            .iter()
+            .map(|(_, c)| Run::new(c.as_ref(), batch, &pool))
+            .collect();
         for run in &mut runs {
             for _ in 0..WARMUP_STEPS {
                 run.step();
@@ -148,7 +190,9 @@ fn main() {
             }
         }
         let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
-        let memory: Vec<f64> = (0..configs.len()).map(|i| peak_growth_kib(i, batch)).collect();
+        let memory: Vec<f64> = (0..configs.len())
+            .map(|i| peak_growth_kib(i, batch))
+            .collect();
         for (i, (name, _)) in configs.iter().enumerate() {
             println!(
                 "| {batch} | {name} | {:.2} | {:.2}x | {:.1} | {:.2}x |",

@@ -39,26 +39,23 @@ impl GradNorm {
             .collect();
         let losses = input.losses();
         let mut norms = Vec::with_capacity(losses.len());
-        let mut combined: Vec<Tensor> = Vec::new();
+        let mut combined: Vec<Option<Tensor>> = (0..params.len()).map(|_| None).collect();
         for (i, (loss, &w)) in losses.iter().zip(weights).enumerate() {
             let keep_graph = i + 1 < losses.len();
-            let grads = grad::gradients(loss, &params, keep_graph)?;
-            norms.push(grad::global_norm(&grads[..num_shared])?);
-            if combined.is_empty() {
-                combined = grads
-                    .iter()
-                    .map(|g| g.f_mul_scalar(w))
-                    .collect::<std::result::Result<_, _>>()
-                    .context("weighting a task gradient")?;
-            } else {
-                for (acc, g) in combined.iter_mut().zip(&grads) {
-                    let _ = acc
-                        .f_add_(&g.f_mul_scalar(w).context("weighting a task gradient")?)
-                        .context("summing task gradients")?;
-                }
+            let grads = grad::sparse_gradients(loss, &params, keep_graph)?;
+            norms.push(grad::global_norm(
+                grads[..num_shared].iter().map(Option::as_ref),
+            )?);
+            for (acc, g) in combined.iter_mut().zip(grads) {
+                let Some(g) = g else { continue };
+                let weighted = g.f_mul_scalar(w).context("weighting a task gradient")?;
+                *acc = Some(match acc.take() {
+                    None => weighted,
+                    Some(sum) => sum.f_add(&weighted).context("summing task gradients")?,
+                });
             }
         }
-        grad::backward_with(&params, &combined)?;
+        grad::accumulate_param_grads(&params, &combined)?;
         Ok(norms)
     }
 
@@ -74,7 +71,10 @@ impl GradNorm {
         let norms = input
             .losses()
             .iter()
-            .map(|loss| grad::global_norm(&grad::gradients(loss, &targets, true)?))
+            .map(|loss| {
+                let grads = grad::sparse_gradients(loss, &targets, true)?;
+                grad::global_norm(grads.iter().map(Option::as_ref))
+            })
             .collect::<Result<Vec<f64>>>()?;
         grad::weighted_sum(input.losses(), weights)?
             .f_backward()

@@ -8,7 +8,7 @@ use crate::batch::Batch;
 use crate::error::{HarnessError, Result};
 use crate::input::{InputConfig, InputEncoder};
 use crate::models::{ModelOutput, MultiTaskModel};
-use crate::nn::{MlpConfig, Mlp, ParallelMlp};
+use crate::nn::{Mlp, MlpConfig, ParallelMlp};
 
 /// MMoE's shape: `{"experts": 4, "expert": {"dims": [64, 32]}, "tower": {"dims": [32]}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,17 +26,37 @@ impl MmoeConfig {
     /// Checks every field.
     pub fn check(&self) -> Result<()> {
         if self.experts < 1 {
-            return Err(HarnessError::invalid("mmoe", "experts", self.experts, "at least 1 expert"));
+            return Err(HarnessError::invalid(
+                "mmoe",
+                "experts",
+                self.experts,
+                "at least 1 expert",
+            ));
         }
         if self.expert.dims.is_empty() {
-            return Err(HarnessError::invalid("mmoe", "expert.dims", "[]", "at least one hidden layer"));
+            return Err(HarnessError::invalid(
+                "mmoe",
+                "expert.dims",
+                "[]",
+                "at least one hidden layer",
+            ));
         }
         for (field, mlp) in [("expert", &self.expert), ("tower", &self.tower)] {
             if let Some((i, d)) = mlp.dims.iter().enumerate().find(|(_, d)| **d < 1) {
-                return Err(HarnessError::invalid("mmoe", format!("{field}.dims[{i}]"), d, "a width >= 1"));
+                return Err(HarnessError::invalid(
+                    "mmoe",
+                    format!("{field}.dims[{i}]"),
+                    d,
+                    "a width >= 1",
+                ));
             }
             if !(0.0..1.0).contains(&mlp.dropout) {
-                return Err(HarnessError::invalid("mmoe", format!("{field}.dropout"), mlp.dropout, "a probability in [0, 1)"));
+                return Err(HarnessError::invalid(
+                    "mmoe",
+                    format!("{field}.dropout"),
+                    mlp.dropout,
+                    "a probability in [0, 1)",
+                ));
             }
         }
         Ok(())
@@ -58,10 +78,20 @@ pub struct Mmoe {
 
 impl Mmoe {
     /// Builds the model's variables in `vs` for `tasks` tasks.
-    pub fn new(vs: &nn::VarStore, input: &InputConfig, config: &MmoeConfig, tasks: usize) -> Result<Self> {
+    pub fn new(
+        vs: &nn::VarStore,
+        input: &InputConfig,
+        config: &MmoeConfig,
+        tasks: usize,
+    ) -> Result<Self> {
         config.check()?;
         if tasks < 1 {
-            return Err(HarnessError::invalid("mmoe", "tasks", tasks, "at least 1 task"));
+            return Err(HarnessError::invalid(
+                "mmoe",
+                "tasks",
+                tasks,
+                "at least 1 task",
+            ));
         }
         let root = vs.root();
         let encoder = InputEncoder::new(&(&root / "input"), input)?;
@@ -73,13 +103,34 @@ impl Mmoe {
         let mut towers = Vec::new();
         let mut heads = Vec::new();
         for t in 0..tasks {
-            gates.push(nn::linear(&root / format!("gate{t}"), d, config.experts, Default::default()));
-            towers.push(Mlp::new(&(&root / format!("tower{t}")), expert_out, &config.tower));
-            heads.push(nn::linear(&root / format!("head{t}"), tower_out, 1, Default::default()));
+            gates.push(nn::linear(
+                &root / format!("gate{t}"),
+                d,
+                config.experts,
+                Default::default(),
+            ));
+            towers.push(Mlp::new(
+                &(&root / format!("tower{t}")),
+                expert_out,
+                &config.tower,
+            ));
+            heads.push(nn::linear(
+                &root / format!("head{t}"),
+                tower_out,
+                1,
+                Default::default(),
+            ));
         }
         let parts = SharedParts::from_var_store(vs, &["input", "experts"], None)
             .with_last_shared_layer(experts.last_layer());
-        Ok(Self { input: encoder, experts, gates, towers, heads, parts })
+        Ok(Self {
+            input: encoder,
+            experts,
+            gates,
+            towers,
+            heads,
+            parts,
+        })
     }
 }
 
@@ -103,7 +154,10 @@ impl MultiTaskModel for Mmoe {
                 head.forward(&tower.forward_t(&mixed, train))
             })
             .collect();
-        Ok(ModelOutput { logits, representation: Some(experts) })
+        Ok(ModelOutput {
+            logits,
+            representation: Some(experts),
+        })
     }
 
     fn shared_parts(&self) -> SharedParts {
@@ -118,7 +172,11 @@ mod tests {
     use tch::Device;
 
     fn bench_mmoe(vs: &nn::VarStore) -> Mmoe {
-        let config = MmoeConfig { experts: 4, expert: MlpConfig::relu(&[64, 32]), tower: MlpConfig::relu(&[32]) };
+        let config = MmoeConfig {
+            experts: 4,
+            expert: MlpConfig::relu(&[64, 32]),
+            tower: MlpConfig::relu(&[32]),
+        };
         Mmoe::new(vs, &bench_input(), &config, 3).unwrap()
     }
 
@@ -142,11 +200,26 @@ mod tests {
     #[test]
     fn invalid_config_names_the_field() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let config = MmoeConfig { experts: 0, expert: MlpConfig::relu(&[8]), tower: MlpConfig::relu(&[]) };
-        let err = Mmoe::new(&vs, &bench_input(), &config, 2).unwrap_err().to_string();
-        assert_eq!(err, "invalid mmoe config: field `experts` = 0, expected at least 1 expert");
-        let config = MmoeConfig { experts: 2, expert: MlpConfig::relu(&[8, 0]), tower: MlpConfig::relu(&[]) };
-        let err = Mmoe::new(&vs, &bench_input(), &config, 2).unwrap_err().to_string();
+        let config = MmoeConfig {
+            experts: 0,
+            expert: MlpConfig::relu(&[8]),
+            tower: MlpConfig::relu(&[]),
+        };
+        let err = Mmoe::new(&vs, &bench_input(), &config, 2)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid mmoe config: field `experts` = 0, expected at least 1 expert"
+        );
+        let config = MmoeConfig {
+            experts: 2,
+            expert: MlpConfig::relu(&[8, 0]),
+            tower: MlpConfig::relu(&[]),
+        };
+        let err = Mmoe::new(&vs, &bench_input(), &config, 2)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("field `expert.dims[1]` = 0"), "{err}");
     }
 }
