@@ -1,7 +1,7 @@
 //! Step cost of GradNorm against static weights on the MMoE of GUIDE section 5, in one process.
 //!
 //! `cargo bench -p balance-gradnorm --bench step_cost` (2 threads; batches 256, 1024, 4096).
-//! Times: configs interleaved in rounds in this process, median ms per step (zero_grad, forward, losses,
+//! Times: configs interleaved step by step in this process, median ms per step (zero_grad, forward, losses,
 //! balancer backward, Adam step). Peak memory: each config runs alone in a child process of this binary,
 //! which reports its resident-set high-water mark growth over the steps (VmHWM after minus VmRSS before).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -18,8 +18,7 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Reduction, Tensor};
 
 const BATCHES: [i64; 3] = [256, 1024, 4096];
-const ROUNDS: usize = 3;
-const STEPS_PER_ROUND: usize = 30;
+const STEPS: usize = 120;
 const WARMUP_STEPS: usize = 5;
 const MEMORY_STEPS: usize = 10;
 
@@ -164,7 +163,7 @@ fn main() {
     }
     let configs = configs();
     println!("MMoE (4 experts [64, 32], towers [32], 8 dense + 4 x 1000-id features, 3 tasks), 2 threads, CPU");
-    println!("median ms/step over {ROUNDS} interleaved rounds of {STEPS_PER_ROUND} steps; ratio = config / static in this process");
+    println!("median ms/step over {STEPS} steps, configs interleaved step by step; ratio = config / static in this process");
     println!("peak = resident high-water growth over {MEMORY_STEPS} steps, each config alone in a child process\n");
     println!("| batch | config | ms/step | time ratio | peak growth MiB | memory ratio |");
     println!("|---|---|---|---|---|---|");
@@ -180,13 +179,12 @@ fn main() {
             }
         }
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
-        for _ in 0..ROUNDS {
+        // Round robin, one step per config at a time, so machine noise hits every config alike.
+        for _ in 0..STEPS {
             for (i, run) in runs.iter_mut().enumerate() {
-                for _ in 0..STEPS_PER_ROUND {
-                    let start = Instant::now();
-                    run.step();
-                    times[i].push(start.elapsed().as_secs_f64() * 1e3);
-                }
+                let start = Instant::now();
+                run.step();
+                times[i].push(start.elapsed().as_secs_f64() * 1e3);
             }
         }
         let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
