@@ -7,8 +7,10 @@
 pub mod batch;
 pub mod error;
 pub mod input;
+pub mod metrics;
 pub mod models;
 pub mod nn;
+pub mod optim;
 pub mod synthetic;
 
 pub use batch::Batch;

@@ -1,0 +1,307 @@
+//! Adam over one flat parameter buffer, with state the project owns (so a checkpoint restores it exactly).
+//!
+//! Every trainable variable becomes a view of one flat tensor, so a step is a handful of tensor operations
+//! whatever the number of parameters, and the optimizer's state is two flat tensors and a step count.
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::error::{HarnessError, Result};
+
+/// Adam's hyper-parameters (PyTorch's `torch.optim.Adam`, L2 weight decay added to the gradient).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdamConfig {
+    /// Learning rate (`> 0`).
+    pub lr: f64,
+    /// L2 weight decay (`>= 0`).
+    pub weight_decay: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+impl AdamConfig {
+    /// Checks every field.
+    pub fn check(&self) -> Result<()> {
+        let bad = |field: &str, value: f64, expected: &str| {
+            Err(HarnessError::invalid("adam", field, value, expected))
+        };
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", self.lr, "a finite number > 0");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight_decay", self.weight_decay, "a finite number >= 0");
+        }
+        for (field, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return bad(field, beta, "a number in [0, 1)");
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad("eps", self.eps, "a finite number > 0");
+        }
+        Ok(())
+    }
+}
+
+/// The optimizer's and the parameters' values, bit for bit (`f32` bits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlatAdamState {
+    /// Steps taken.
+    pub step: u64,
+    /// The flat parameters.
+    pub params: Vec<u32>,
+    /// First moments.
+    pub exp_avg: Vec<u32>,
+    /// Second moments.
+    pub exp_avg_sq: Vec<u32>,
+}
+
+/// Adam over a flat buffer that the model's variables are views of.
+#[derive(Debug)]
+pub struct FlatAdam {
+    params: Vec<Tensor>,
+    flat: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: u64,
+    config: AdamConfig,
+}
+
+fn to_bits(t: &Tensor) -> Result<Vec<u32>> {
+    let v = Vec::<f32>::try_from(t.to_device(tch::Device::Cpu))
+        .map_err(|e| HarnessError::BadBatch(format!("reading optimizer state: {e}")))?;
+    Ok(v.into_iter().map(f32::to_bits).collect())
+}
+
+fn from_bits(bits: &[u32], like: &Tensor, what: &str) -> Result<Tensor> {
+    if bits.len() as i64 != like.numel() as i64 {
+        return Err(HarnessError::invalid(
+            "checkpoint",
+            what,
+            format!("{} values", bits.len()),
+            format!("{} values (the model's parameter count)", like.numel()),
+        ));
+    }
+    let v: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+    Ok(Tensor::from_slice(&v).to_device(like.device()))
+}
+
+impl FlatAdam {
+    /// Re-homes `params` (float32 leaves, all on one device) into one flat buffer and creates the optimizer.
+    pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Result<Self> {
+        config.check()?;
+        if params.is_empty() {
+            return Err(HarnessError::invalid(
+                "adam",
+                "params",
+                0,
+                "at least one parameter",
+            ));
+        }
+        let flat = tch::no_grad(|| {
+            Tensor::cat(
+                &params
+                    .iter()
+                    .map(|p| p.detach().reshape([-1]))
+                    .collect::<Vec<_>>(),
+                0,
+            )
+            .to_kind(Kind::Float)
+        });
+        let mut offset = 0i64;
+        let mut params = params;
+        for p in &mut params {
+            let n = p.numel() as i64;
+            let view = flat.narrow(0, offset, n).view(p.size().as_slice());
+            p.set_data(&view);
+            offset += n;
+        }
+        Ok(Self {
+            exp_avg: flat.zeros_like(),
+            exp_avg_sq: flat.zeros_like(),
+            params,
+            flat,
+            step: 0,
+            config,
+        })
+    }
+
+    /// The number of scalar parameters.
+    pub fn len(&self) -> i64 {
+        self.flat.numel() as i64
+    }
+
+    /// True when there is no parameter.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Zeroes every parameter's gradient.
+    pub fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// One Adam step from the parameters' gradients (an absent gradient counts as zero).
+    pub fn step(&mut self) {
+        let grads: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|p| {
+                let g = p.grad();
+                if g.defined() {
+                    g.reshape([-1])
+                } else {
+                    p.zeros_like().reshape([-1])
+                }
+            })
+            .collect();
+        let c = self.config;
+        tch::no_grad(|| {
+            let mut g = Tensor::cat(&grads, 0);
+            if c.weight_decay > 0.0 {
+                g += &self.flat * c.weight_decay;
+            }
+            self.step += 1;
+            let t = i32::try_from(self.step).unwrap_or(i32::MAX);
+            let bias_correction1 = 1.0 - c.beta1.powi(t);
+            let bias_correction2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+            let _ = self.exp_avg.lerp_(&g, 1.0 - c.beta1);
+            let _ = self.exp_avg_sq.g_mul_scalar_(c.beta2);
+            let _ = self.exp_avg_sq.addcmul_(&(&g * (1.0 - c.beta2)), &g);
+            let denom = self.exp_avg_sq.sqrt() / bias_correction2_sqrt + c.eps;
+            let _ = self
+                .flat
+                .addcdiv_(&(&self.exp_avg * (-c.lr / bias_correction1)), &denom);
+        });
+    }
+
+    /// The parameters and moments, bit for bit.
+    pub fn state(&self) -> Result<FlatAdamState> {
+        Ok(FlatAdamState {
+            step: self.step,
+            params: to_bits(&self.flat)?,
+            exp_avg: to_bits(&self.exp_avg)?,
+            exp_avg_sq: to_bits(&self.exp_avg_sq)?,
+        })
+    }
+
+    /// Restores parameters and moments written by [`FlatAdam::state`] for the same model.
+    pub fn load_state(&mut self, state: &FlatAdamState) -> Result<()> {
+        let params = from_bits(&state.params, &self.flat, "params")?;
+        let exp_avg = from_bits(&state.exp_avg, &self.flat, "exp_avg")?;
+        let exp_avg_sq = from_bits(&state.exp_avg_sq, &self.flat, "exp_avg_sq")?;
+        tch::no_grad(|| {
+            self.flat.copy_(&params);
+            self.exp_avg.copy_(&exp_avg);
+            self.exp_avg_sq.copy_(&exp_avg_sq);
+        });
+        self.step = state.step;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn, nn::Module, nn::OptimizerConfig, Device};
+
+    #[test]
+    fn matches_libtorch_adam_and_updates_the_model_in_place() {
+        // The same model trained with tch's (libtorch's) Adam and with FlatAdam gives the same parameters.
+        let make = || {
+            tch::manual_seed(5);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let lin = nn::linear(vs.root() / "l", 3, 2, Default::default());
+            (vs, lin)
+        };
+        let (vs_ref, lin_ref) = make();
+        let (vs, lin) = make();
+        let mut reference = nn::Adam::default().build(&vs_ref, 0.01).unwrap();
+        let mut flat = FlatAdam::new(
+            vs.trainable_variables(),
+            AdamConfig {
+                lr: 0.01,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let x = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 1.5, 0.0, -0.5]).view([2, 3]);
+        for _ in 0..5 {
+            reference.zero_grad();
+            lin_ref.forward(&x).square().sum(Kind::Float).backward();
+            reference.step();
+            flat.zero_grad();
+            lin.forward(&x).square().sum(Kind::Float).backward();
+            flat.step();
+        }
+        let diff = (&lin.ws - &lin_ref.ws).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "{diff}");
+        let diff = (lin.bs.as_ref().unwrap() - lin_ref.bs.as_ref().unwrap())
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-6, "{diff}");
+    }
+
+    #[test]
+    fn state_restores_bit_for_bit() {
+        let w = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        let mut opt = FlatAdam::new(vec![w.shallow_clone()], AdamConfig::default()).unwrap();
+        (&w * &w).sum(Kind::Float).backward();
+        opt.step();
+        let state = opt.state().unwrap();
+        let json = serde_json::to_string(&state).unwrap();
+        let w2 = Tensor::from_slice(&[9.0f32, 9.0]).set_requires_grad(true);
+        let mut opt2 = FlatAdam::new(vec![w2.shallow_clone()], AdamConfig::default()).unwrap();
+        opt2.load_state(&serde_json::from_str(&json).unwrap())
+            .unwrap();
+        assert_eq!(opt2.state().unwrap(), state);
+        assert!(w2.equal(&w));
+        let err = FlatAdam::new(
+            vec![Tensor::zeros([3], (Kind::Float, Device::Cpu)).set_requires_grad(true)],
+            AdamConfig::default(),
+        )
+        .unwrap()
+        .load_state(&state)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("field `params` = 2 values, expected 3 values"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_config_names_the_field() {
+        let err = AdamConfig {
+            beta2: 1.0,
+            ..Default::default()
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "invalid adam config: field `beta2` = 1, expected a number in [0, 1)"
+        );
+    }
+}
