@@ -5,7 +5,7 @@ export LIBTORCH := $(ROOT)/.libtorch
 export LD_LIBRARY_PATH := $(ROOT)/.libtorch/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 CARGO ?= cargo
 SHELL := /bin/bash
-BENCH_ARGS ?=
+BENCH_ARGS ?= list
 
 .PHONY: setup test bench lint
 

@@ -5,6 +5,7 @@
 //! step-cost benchmark uses. Training loops, metrics, the other models and real data are yet to come.
 
 pub mod batch;
+pub mod data;
 pub mod error;
 pub mod input;
 pub mod metrics;

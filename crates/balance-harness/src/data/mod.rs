@@ -1,0 +1,88 @@
+//! Datasets held in memory as tensors, and the sources that produce them.
+
+use tch::{Kind, Tensor};
+
+use crate::batch::Batch;
+use crate::input::InputConfig;
+
+/// What kind of label a task has, which decides its loss and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// 0/1 labels: BCE on logits; AUC and log loss.
+    Binary,
+    /// Real-valued labels: MSE.
+    Regression,
+}
+
+/// A named task.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Task {
+    /// The task's name.
+    pub name: String,
+    /// Its label kind.
+    pub kind: TaskKind,
+}
+
+impl Task {
+    /// A binary task.
+    pub fn binary(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            kind: TaskKind::Binary,
+        }
+    }
+
+    /// A regression task.
+    pub fn regression(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            kind: TaskKind::Regression,
+        }
+    }
+}
+
+/// Examples in memory: dense features `[N, D]` (float32), categorical ids `[N, S]` (int64, each column
+/// within its vocabulary), labels `[N, T]` (float32), with the input description and the tasks.
+#[derive(Debug)]
+pub struct Dataset {
+    /// All examples.
+    pub examples: Batch,
+    /// The features, as the models' input encoder needs them.
+    pub input: InputConfig,
+    /// One entry per label column.
+    pub tasks: Vec<Task>,
+}
+
+impl Dataset {
+    /// The number of examples.
+    pub fn len(&self) -> i64 {
+        self.examples.len()
+    }
+
+    /// True when there is no example.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The examples at `indices` (an int64 tensor), as one batch.
+    pub fn gather(&self, indices: &Tensor) -> Batch {
+        Batch {
+            dense: self.examples.dense.index_select(0, indices),
+            sparse: self.examples.sparse.index_select(0, indices),
+            labels: self.examples.labels.index_select(0, indices),
+        }
+    }
+
+    /// The positive rate (binary) or mean (regression) of each task's labels.
+    pub fn label_means(&self) -> Vec<f64> {
+        (0..self.tasks.len() as i64)
+            .map(|t| {
+                self.examples
+                    .task_labels(t)
+                    .mean(Kind::Double)
+                    .double_value(&[])
+            })
+            .collect()
+    }
+}
