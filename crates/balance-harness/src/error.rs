@@ -18,6 +18,9 @@ pub enum HarnessError {
         /// What is accepted.
         expected: String,
     },
+    /// The balancer failed (its state was rolled back).
+    #[error(transparent)]
+    Balance(#[from] balance_core::BalanceError),
     /// A batch does not fit the model.
     #[error("batch does not fit the model: {0}")]
     BadBatch(String),

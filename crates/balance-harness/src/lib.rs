@@ -13,6 +13,7 @@ pub mod models;
 pub mod nn;
 pub mod optim;
 pub mod synthetic;
+pub mod train;
 
 pub use batch::Batch;
 pub use error::{HarnessError, Result};

@@ -1,0 +1,519 @@
+//! The training loop: seeded epochs over a [`Dataset`], any [`Balancer`], [`FlatAdam`], evaluation each
+//! epoch, early stopping, an [`Observer`] hook, and checkpoints that resume bit for bit.
+
+use std::time::Instant;
+
+use balance_core::{Balancer, BalancerCheckpoint, SharedParts, StepReport};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::data::{Dataset, Task, TaskKind};
+use crate::error::{HarnessError, Result};
+use crate::metrics;
+use crate::models::MultiTaskModel;
+use crate::optim::{AdamConfig, FlatAdam, FlatAdamState};
+use crate::synthetic::Rng;
+
+/// Early stopping on one task's validation metric (AUC for binary tasks, MSE for regression).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    /// The task whose metric is watched.
+    pub task: String,
+    /// Epochs without improvement before stopping (`>= 1`).
+    pub patience: usize,
+}
+
+/// How to train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Passes over the training data (`>= 1`).
+    pub epochs: usize,
+    /// Examples per step (`>= 1`).
+    pub batch_size: i64,
+    /// Seed of the shuffling and of dropout.
+    pub seed: u64,
+    /// The model's optimizer.
+    pub adam: AdamConfig,
+    /// Examples per forward pass during evaluation.
+    pub eval_batch_size: i64,
+    /// Optional early stopping.
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            batch_size: 1024,
+            seed: 0,
+            adam: AdamConfig::default(),
+            eval_batch_size: 8192,
+            early_stopping: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every field against the tasks.
+    pub fn check(&self, tasks: &[Task]) -> Result<()> {
+        if self.epochs < 1 {
+            return Err(HarnessError::invalid(
+                "train",
+                "epochs",
+                self.epochs,
+                "at least 1",
+            ));
+        }
+        if self.batch_size < 1 {
+            return Err(HarnessError::invalid(
+                "train",
+                "batch_size",
+                self.batch_size,
+                "at least 1",
+            ));
+        }
+        if self.eval_batch_size < 1 {
+            return Err(HarnessError::invalid(
+                "train",
+                "eval_batch_size",
+                self.eval_batch_size,
+                "at least 1",
+            ));
+        }
+        self.adam.check()?;
+        if let Some(es) = &self.early_stopping {
+            if !tasks.iter().any(|t| t.name == es.task) {
+                let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+                return Err(HarnessError::invalid(
+                    "train",
+                    "early_stopping.task",
+                    &es.task,
+                    format!("one of the tasks: {}", names.join(", ")),
+                ));
+            }
+            if es.patience < 1 {
+                return Err(HarnessError::invalid(
+                    "train",
+                    "early_stopping.patience",
+                    es.patience,
+                    "at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One task's validation metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskMetrics {
+    /// The task.
+    pub task: String,
+    /// AUC (binary tasks with both classes present).
+    pub auc: Option<f64>,
+    /// Log loss (binary tasks).
+    pub log_loss: Option<f64>,
+    /// Mean squared error (regression tasks).
+    pub mse: Option<f64>,
+}
+
+impl TaskMetrics {
+    /// The early-stopping score: AUC (higher is better) or minus MSE.
+    fn score(&self) -> Option<f64> {
+        self.auc.or(self.mse.map(|m| -m))
+    }
+}
+
+/// What one epoch did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochReport {
+    /// The epoch (0-based).
+    pub epoch: usize,
+    /// Mean training loss per task over the epoch's steps.
+    pub train_loss: Vec<f64>,
+    /// Validation metrics per task.
+    pub metrics: Vec<TaskMetrics>,
+    /// Balancer weights at the end of the epoch.
+    pub weights: Vec<f64>,
+}
+
+/// One training step as the observer sees it.
+#[derive(Debug)]
+pub struct StepEvent<'a> {
+    /// The epoch (0-based).
+    pub epoch: usize,
+    /// Steps taken before this one, over the whole run.
+    pub global_step: u64,
+    /// What the balancer applied and measured.
+    pub report: &'a StepReport,
+    /// Wall time of the step in seconds (forward, balancer backward, optimizer).
+    pub seconds: f64,
+}
+
+/// Receives every step and epoch; the bench records losses, weights and timings through it.
+pub trait Observer {
+    /// After each training step.
+    fn on_step(&mut self, _event: &StepEvent<'_>) {}
+    /// After each epoch's evaluation.
+    fn on_epoch(&mut self, _report: &EpochReport) {}
+}
+
+/// An observer that does nothing.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {}
+
+/// Everything needed to resume a run exactly: parameters, optimizer, balancer, position in the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainCheckpoint {
+    /// The epoch in progress.
+    pub epoch: usize,
+    /// Examples of that epoch already consumed.
+    pub position: i64,
+    /// Steps taken.
+    pub global_step: u64,
+    /// Running sums of the epoch's training losses and their count.
+    pub epoch_loss_sums: Vec<f64>,
+    /// Steps counted in `epoch_loss_sums`.
+    pub epoch_steps: u64,
+    /// Parameters and Adam moments.
+    pub optimizer: FlatAdamState,
+    /// The balancer.
+    pub balancer: BalancerCheckpoint,
+    /// Finished epochs.
+    pub history: Vec<EpochReport>,
+    /// Best early-stopping score so far and epochs since it.
+    pub best_score: Option<f64>,
+    /// Epochs since the best score.
+    pub epochs_since_best: usize,
+    /// True once early stopping fired.
+    pub stopped: bool,
+}
+
+/// Trains a model with a balancer.
+pub struct Trainer<M: MultiTaskModel> {
+    model: M,
+    optimizer: FlatAdam,
+    balancer: Balancer,
+    parts: SharedParts,
+    tasks: Vec<Task>,
+    config: TrainConfig,
+    device: Device,
+    state: Progress,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    epoch: usize,
+    position: i64,
+    global_step: u64,
+    epoch_loss_sums: Vec<f64>,
+    epoch_steps: u64,
+    history: Vec<EpochReport>,
+    best_score: Option<f64>,
+    epochs_since_best: usize,
+    stopped: bool,
+}
+
+/// A permutation of `0..n` for `epoch`, from the run's seed alone (so a resumed run sees the same order).
+fn epoch_order(n: i64, seed: u64, epoch: usize) -> Tensor {
+    let mut rng = Rng::new(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut order: Vec<i64> = (0..n).collect();
+    for i in (1..order.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        order.swap(i, j);
+    }
+    Tensor::from_slice(&order)
+}
+
+fn task_loss(kind: TaskKind, output: &Tensor, labels: &Tensor) -> Tensor {
+    match kind {
+        TaskKind::Binary => {
+            output.binary_cross_entropy_with_logits::<Tensor>(labels, None, None, Reduction::Mean)
+        }
+        TaskKind::Regression => output.mse_loss(labels, Reduction::Mean),
+    }
+}
+
+impl<M: MultiTaskModel> Trainer<M> {
+    /// A trainer for `model`, whose trainable variables are `params` (they are moved into one flat buffer
+    /// for the optimizer), on `device`.
+    pub fn new(
+        model: M,
+        params: Vec<Tensor>,
+        balancer: Balancer,
+        tasks: Vec<Task>,
+        config: TrainConfig,
+        device: Device,
+    ) -> Result<Self> {
+        config.check(&tasks)?;
+        if tasks.len() != model.num_tasks() || tasks.len() != balancer.task_names().len() {
+            return Err(HarnessError::invalid(
+                "train",
+                "tasks",
+                tasks.len(),
+                format!(
+                    "{} tasks (model) and {} (balancer)",
+                    model.num_tasks(),
+                    balancer.task_names().len()
+                ),
+            ));
+        }
+        let optimizer = FlatAdam::new(params, config.adam)?;
+        let parts = model.shared_parts();
+        Ok(Self {
+            model,
+            optimizer,
+            balancer,
+            parts,
+            state: Progress {
+                epoch_loss_sums: vec![0.0; tasks.len()],
+                ..Progress::default()
+            },
+            tasks,
+            config,
+            device,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The balancer.
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
+    }
+
+    /// Finished epochs.
+    pub fn history(&self) -> &[EpochReport] {
+        &self.state.history
+    }
+
+    /// True when every epoch ran or early stopping fired.
+    pub fn finished(&self) -> bool {
+        self.state.stopped || self.state.epoch >= self.config.epochs
+    }
+
+    /// Trains to the end.
+    pub fn run(
+        &mut self,
+        train: &Dataset,
+        eval: &Dataset,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        self.run_steps(train, eval, observer, u64::MAX).map(|_| ())
+    }
+
+    /// Trains for at most `max_steps` more steps (stopping mid-epoch if need be); returns whether the run
+    /// is finished.
+    pub fn run_steps(
+        &mut self,
+        train: &Dataset,
+        eval: &Dataset,
+        observer: &mut dyn Observer,
+        max_steps: u64,
+    ) -> Result<bool> {
+        if train.tasks != self.tasks || eval.tasks != self.tasks {
+            return Err(HarnessError::BadBatch(
+                "the datasets' tasks differ from the trainer's".into(),
+            ));
+        }
+        if train.is_empty() {
+            return Err(HarnessError::BadBatch("the training set is empty".into()));
+        }
+        let mut budget = max_steps;
+        while !self.finished() && budget > 0 {
+            let order = epoch_order(train.len(), self.config.seed, self.state.epoch);
+            while self.state.position < train.len() && budget > 0 {
+                let size = self
+                    .config
+                    .batch_size
+                    .min(train.len() - self.state.position);
+                let indices = order.narrow(0, self.state.position, size);
+                let batch = train.gather(&indices).to_device(self.device);
+                let start = Instant::now();
+                let report = self.step(&batch)?;
+                let seconds = start.elapsed().as_secs_f64();
+                observer.on_step(&StepEvent {
+                    epoch: self.state.epoch,
+                    global_step: self.state.global_step,
+                    report: &report,
+                    seconds,
+                });
+                self.state.position += size;
+                self.state.global_step += 1;
+                budget -= 1;
+            }
+            if self.state.position >= train.len() {
+                self.finish_epoch(eval, observer)?;
+            }
+        }
+        Ok(self.finished())
+    }
+
+    fn step(&mut self, batch: &crate::batch::Batch) -> Result<StepReport> {
+        tch::manual_seed(
+            (self.config.seed.wrapping_add(self.state.global_step) & (i64::MAX as u64)) as i64,
+        );
+        self.optimizer.zero_grad();
+        let output = self.model.forward_t(batch, true)?;
+        let losses: Vec<Tensor> = self
+            .tasks
+            .iter()
+            .zip(&output.logits)
+            .enumerate()
+            .map(|(t, (task, logits))| task_loss(task.kind, logits, &batch.task_labels(t as i64)))
+            .collect();
+        let report =
+            self.balancer
+                .backward(&losses, &self.parts, output.representation.as_ref())?;
+        if !report.skipped {
+            self.optimizer.step();
+            for (sum, l) in self.state.epoch_loss_sums.iter_mut().zip(&report.losses) {
+                *sum += l;
+            }
+            self.state.epoch_steps += 1;
+        }
+        Ok(report)
+    }
+
+    fn finish_epoch(&mut self, eval: &Dataset, observer: &mut dyn Observer) -> Result<()> {
+        let metrics = self.evaluate(eval)?;
+        let steps = self.state.epoch_steps.max(1) as f64;
+        let report = EpochReport {
+            epoch: self.state.epoch,
+            train_loss: self
+                .state
+                .epoch_loss_sums
+                .iter()
+                .map(|s| s / steps)
+                .collect(),
+            metrics,
+            weights: self.balancer.weights(),
+        };
+        if let Some(es) = &self.config.early_stopping {
+            let score = report
+                .metrics
+                .iter()
+                .find(|m| m.task == es.task)
+                .and_then(TaskMetrics::score);
+            match (score, self.state.best_score) {
+                (Some(s), Some(best)) if s <= best => {
+                    self.state.epochs_since_best += 1;
+                    if self.state.epochs_since_best >= es.patience {
+                        self.state.stopped = true;
+                    }
+                }
+                (Some(s), _) => {
+                    self.state.best_score = Some(s);
+                    self.state.epochs_since_best = 0;
+                }
+                (None, _) => {}
+            }
+        }
+        observer.on_epoch(&report);
+        self.state.history.push(report);
+        self.state.epoch += 1;
+        self.state.position = 0;
+        self.state.epoch_loss_sums = vec![0.0; self.tasks.len()];
+        self.state.epoch_steps = 0;
+        Ok(())
+    }
+
+    /// Per-task metrics of the model on `data` (no dropout, no gradients).
+    pub fn evaluate(&self, data: &Dataset) -> Result<Vec<TaskMetrics>> {
+        let tasks = self.tasks.len();
+        let mut outputs: Vec<Vec<f32>> = vec![Vec::new(); tasks];
+        let mut labels: Vec<Vec<f32>> = vec![Vec::new(); tasks];
+        let mut start = 0;
+        while start < data.len() {
+            let size = self.config.eval_batch_size.min(data.len() - start);
+            let indices = Tensor::arange_start(start, start + size, (Kind::Int64, Device::Cpu));
+            let batch = data.gather(&indices).to_device(self.device);
+            let output = tch::no_grad(|| self.model.forward_t(&batch, false))?;
+            for (t, task) in self.tasks.iter().enumerate() {
+                let out = match task.kind {
+                    TaskKind::Binary => output.logits[t].sigmoid(),
+                    TaskKind::Regression => output.logits[t].shallow_clone(),
+                };
+                let to_vec = |x: &Tensor| {
+                    Vec::<f32>::try_from(
+                        x.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1]),
+                    )
+                    .map_err(|e| HarnessError::BadBatch(format!("reading model outputs: {e}")))
+                };
+                outputs[t].extend(to_vec(&out)?);
+                labels[t].extend(to_vec(&batch.task_labels(t as i64))?);
+            }
+            start += size;
+        }
+        Ok(self
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(t, task)| match task.kind {
+                TaskKind::Binary => TaskMetrics {
+                    task: task.name.clone(),
+                    auc: metrics::auc(&outputs[t], &labels[t]),
+                    log_loss: Some(metrics::log_loss(&outputs[t], &labels[t])),
+                    mse: None,
+                },
+                TaskKind::Regression => TaskMetrics {
+                    task: task.name.clone(),
+                    auc: None,
+                    log_loss: None,
+                    mse: Some(metrics::mse(&outputs[t], &labels[t])),
+                },
+            })
+            .collect())
+    }
+
+    /// Everything needed to resume exactly.
+    pub fn checkpoint(&self) -> Result<TrainCheckpoint> {
+        let s = &self.state;
+        Ok(TrainCheckpoint {
+            epoch: s.epoch,
+            position: s.position,
+            global_step: s.global_step,
+            epoch_loss_sums: s.epoch_loss_sums.clone(),
+            epoch_steps: s.epoch_steps,
+            optimizer: self.optimizer.state()?,
+            balancer: self.balancer.checkpoint()?,
+            history: s.history.clone(),
+            best_score: s.best_score,
+            epochs_since_best: s.epochs_since_best,
+            stopped: s.stopped,
+        })
+    }
+
+    /// Restores a checkpoint of a run with the same model, balancer config, tasks and train config.
+    pub fn restore(&mut self, checkpoint: &TrainCheckpoint) -> Result<()> {
+        if checkpoint.epoch_loss_sums.len() != self.tasks.len() {
+            return Err(HarnessError::invalid(
+                "checkpoint",
+                "epoch_loss_sums",
+                checkpoint.epoch_loss_sums.len(),
+                format!("{} tasks", self.tasks.len()),
+            ));
+        }
+        self.balancer.restore(&checkpoint.balancer)?;
+        self.optimizer.load_state(&checkpoint.optimizer)?;
+        self.state = Progress {
+            epoch: checkpoint.epoch,
+            position: checkpoint.position,
+            global_step: checkpoint.global_step,
+            epoch_loss_sums: checkpoint.epoch_loss_sums.clone(),
+            epoch_steps: checkpoint.epoch_steps,
+            history: checkpoint.history.clone(),
+            best_score: checkpoint.best_score,
+            epochs_since_best: checkpoint.epochs_since_best,
+            stopped: checkpoint.stopped,
+        };
+        Ok(())
+    }
+}
