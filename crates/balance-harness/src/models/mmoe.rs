@@ -7,7 +7,7 @@ use tch::{nn, nn::Module};
 use crate::batch::Batch;
 use crate::error::{HarnessError, Result};
 use crate::input::{InputConfig, InputEncoder};
-use crate::models::{ModelOutput, MultiTaskModel};
+use crate::models::{check_mlp, ModelOutput, MultiTaskModel};
 use crate::nn::{Mlp, MlpConfig, ParallelMlp};
 
 /// MMoE's shape: `{"experts": 4, "expert": {"dims": [64, 32]}, "tower": {"dims": [32]}}`.
@@ -33,32 +33,8 @@ impl MmoeConfig {
                 "at least 1 expert",
             ));
         }
-        if self.expert.dims.is_empty() {
-            return Err(HarnessError::invalid(
-                "mmoe",
-                "expert.dims",
-                "[]",
-                "at least one hidden layer",
-            ));
-        }
-        for (field, mlp) in [("expert", &self.expert), ("tower", &self.tower)] {
-            if let Some((i, d)) = mlp.dims.iter().enumerate().find(|(_, d)| **d < 1) {
-                return Err(HarnessError::invalid(
-                    "mmoe",
-                    format!("{field}.dims[{i}]"),
-                    d,
-                    "a width >= 1",
-                ));
-            }
-            if !(0.0..1.0).contains(&mlp.dropout) {
-                return Err(HarnessError::invalid(
-                    "mmoe",
-                    format!("{field}.dropout"),
-                    mlp.dropout,
-                    "a probability in [0, 1)",
-                ));
-            }
-        }
+        check_mlp("mmoe", "expert", &self.expert, true)?;
+        check_mlp("mmoe", "tower", &self.tower, false)?;
         Ok(())
     }
 }

@@ -1,12 +1,16 @@
 //! Multi-task models. Each tells the balancer what it shares.
 
+pub mod esmm;
 pub mod mmoe;
+pub mod ple;
+pub mod shared_bottom;
 
 use balance_core::SharedParts;
 use tch::Tensor;
 
 use crate::batch::Batch;
-use crate::error::Result;
+use crate::error::{HarnessError, Result};
+use crate::nn::MlpConfig;
 
 /// What a forward pass returns: one logit column `[B, 1]` per task and, when the model has one, the
 /// shared representation (still attached to the graph).
@@ -28,4 +32,38 @@ pub trait MultiTaskModel {
 
     /// Its trainable parameters split into shared (with the last shared layer) and task-specific.
     fn shared_parts(&self) -> SharedParts;
+}
+
+/// Checks an MLP config: widths `>= 1`, dropout in `[0, 1)`, and at least one layer when `required`.
+pub(crate) fn check_mlp(
+    component: &'static str,
+    field: &str,
+    mlp: &MlpConfig,
+    required: bool,
+) -> Result<()> {
+    if required && mlp.dims.is_empty() {
+        return Err(HarnessError::invalid(
+            component,
+            format!("{field}.dims"),
+            "[]",
+            "at least one hidden layer",
+        ));
+    }
+    if let Some((i, d)) = mlp.dims.iter().enumerate().find(|(_, d)| **d < 1) {
+        return Err(HarnessError::invalid(
+            component,
+            format!("{field}.dims[{i}]"),
+            d,
+            "a width >= 1",
+        ));
+    }
+    if !(0.0..1.0).contains(&mlp.dropout) {
+        return Err(HarnessError::invalid(
+            component,
+            format!("{field}.dropout"),
+            mlp.dropout,
+            "a probability in [0, 1)",
+        ));
+    }
+    Ok(())
 }
