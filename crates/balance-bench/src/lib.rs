@@ -11,20 +11,34 @@
 //! }
 //! ```
 
+pub mod compare;
+pub mod experiment;
+pub mod export;
+pub mod plot;
+pub mod report;
+pub mod runner;
+pub mod stats;
+
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use balance::BalancerSpec;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Compare multi-task loss balancers side by side.
+use crate::experiment::{DatasetKind, Experiment, ModelKind};
+use crate::report::Report;
+
+/// Compare multi-task loss balancers side by side. Without a subcommand: the default comparison
+/// (`cascade` scenario, MMoE and ESMM, every registered balancer, 3 seeds).
 #[derive(Debug, Parser)]
 #[command(name = "balance-bench", version, about)]
 pub struct Cli {
-    /// What to do.
+    /// What to do (default: the default comparison).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// The subcommands.
@@ -36,6 +50,95 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
     },
+    /// Run a comparison (flags override the experiment file, which overrides the defaults).
+    Run(RunArgs),
+    /// Compare two JSON reports: what got better or worse, and whether beyond noise.
+    Compare {
+        /// The older report.
+        old: PathBuf,
+        /// The newer report.
+        new: PathBuf,
+    },
+}
+
+/// Options of `run`.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// An experiment file (TOML) with any of: datasets, models, balancers, seeds, epochs, batch_size,
+    /// rows, lr, threads, device.
+    #[arg(long)]
+    pub experiment: Option<PathBuf>,
+    /// Dataset (repeatable).
+    #[arg(long = "dataset", value_enum)]
+    pub datasets: Vec<DatasetKind>,
+    /// Model (repeatable).
+    #[arg(long = "model", value_enum)]
+    pub models: Vec<ModelKind>,
+    /// Balancer: a name, a JSON list of static weights, or a JSON map with `method` (repeatable).
+    #[arg(long = "balancer")]
+    pub balancers: Vec<BalancerSpec>,
+    /// Seeds per configuration.
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// Epochs per run.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Examples per step.
+    #[arg(long)]
+    pub batch_size: Option<i64>,
+    /// Training rows of synthetic datasets.
+    #[arg(long)]
+    pub rows: Option<usize>,
+    /// Model learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// libtorch threads.
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// `auto`, `cpu` or `cuda:N`.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Write report.json, report.md, report.csv and SVG plots into this folder.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    /// The experiment: defaults, then the file, then the flags.
+    pub fn experiment(&self) -> Result<Experiment> {
+        let mut e = match &self.experiment {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing experiment file {}", path.display()))?
+            }
+            None => Experiment::default(),
+        };
+        if !self.datasets.is_empty() {
+            e.datasets = self.datasets.clone();
+        }
+        if !self.models.is_empty() {
+            e.models = self.models.clone();
+        }
+        if !self.balancers.is_empty() {
+            e.balancers = self.balancers.clone();
+        }
+        e.seeds = self.seeds.unwrap_or(e.seeds);
+        e.epochs = self.epochs.unwrap_or(e.epochs);
+        e.batch_size = self.batch_size.unwrap_or(e.batch_size);
+        e.rows = self.rows.unwrap_or(e.rows);
+        e.lr = self.lr.unwrap_or(e.lr);
+        e.threads = self.threads.unwrap_or(e.threads);
+        if let Some(d) = &self.device {
+            e.device = d.clone();
+        }
+        e.check()?;
+        Ok(e)
+    }
 }
 
 /// Output formats of `list`.
@@ -85,8 +188,74 @@ where
 /// Runs a parsed command, writing its report to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     match cli.command {
-        Command::List { format } => list(format, out),
+        Some(Command::List { format }) => list(format, out),
+        Some(Command::Run(args)) => compare_balancers(&args, out),
+        Some(Command::Compare { old, new }) => {
+            let read = |p: &Path| -> Result<Report> {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a balance-bench JSON report", p.display()))
+            };
+            compare::write(&read(&old)?, &read(&new)?, out)
+        }
+        None => compare_balancers(&RunArgs::default(), out),
     }
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal or `--quiet`.
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl runner::Progress for Bar {
+    fn start(&mut self, total: u64) {
+        if let Some(bar) = &self.0 {
+            bar.set_length(total);
+        }
+    }
+    fn finished(&mut self, label: &str) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(label.to_string());
+            bar.inc(1);
+        }
+    }
+}
+
+fn compare_balancers(args: &RunArgs, out: &mut dyn Write) -> Result<()> {
+    let experiment = args.experiment()?;
+    let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} runs, {elapsed} {msg}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let mut progress = Bar(bar);
+    let report = runner::run(&experiment, &mut progress)?;
+    if let Some(bar) = &progress.0 {
+        bar.finish_and_clear();
+    }
+    export::Markdown.write_to(&report, out)?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for exporter in export::all() {
+            let path = dir.join(format!("report.{}", exporter.extension()));
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            );
+            exporter.write(&report, &mut file)?;
+            file.flush()?;
+        }
+        plot::write_all(&report, dir)?;
+        writeln!(
+            out,
+            "\nwrote report.json, report.md, report.csv and plots to {}",
+            dir.display()
+        )?;
+    }
+    Ok(())
 }
 
 fn list(format: ListFormat, out: &mut dyn Write) -> Result<()> {

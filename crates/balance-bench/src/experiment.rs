@@ -1,0 +1,234 @@
+//! What to compare: datasets, models, balancers, seeds and training settings, from flags or a TOML file.
+
+use balance::BalancerSpec;
+use serde::{Deserialize, Serialize};
+
+/// A dataset the bench can train on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind {
+    /// Response -> conversion -> high-value (30 %, 3 %, 0.5 %), synthetic.
+    Cascade,
+    /// Impression -> click -> conversion, synthetic.
+    Esmm,
+    /// The MMoE paper's two correlated regression tasks (correlation 0.5).
+    MmoeSynthetic,
+}
+
+impl DatasetKind {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetKind::Cascade => "cascade",
+            DatasetKind::Esmm => "esmm",
+            DatasetKind::MmoeSynthetic => "mmoe-synthetic",
+        }
+    }
+}
+
+/// A model the bench can train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// MMoE: 4 experts [64, 32], towers [32].
+    Mmoe,
+    /// ESMM: CTR and CVR towers [64, 32] over shared embeddings (the first two tasks).
+    Esmm,
+    /// Shared-Bottom: bottom [128, 32], towers [16].
+    SharedBottom,
+    /// PLE: 2 levels, 2 shared and 1 task expert [64, 32] each, towers [16].
+    Ple,
+}
+
+impl ModelKind {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Mmoe => "mmoe",
+            ModelKind::Esmm => "esmm",
+            ModelKind::SharedBottom => "shared_bottom",
+            ModelKind::Ple => "ple",
+        }
+    }
+}
+
+/// A full experiment. Every field has a default: the embedded default comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Experiment {
+    /// Datasets to train on.
+    pub datasets: Vec<DatasetKind>,
+    /// Models to train.
+    pub models: Vec<ModelKind>,
+    /// Balancers to compare (empty: every registered balancer with its defaults). `static` is always
+    /// added as the baseline when missing.
+    pub balancers: Vec<BalancerSpec>,
+    /// Seeds per (dataset, model, balancer); seeds change initialisation, shuffling and dropout.
+    pub seeds: usize,
+    /// Epochs per run.
+    pub epochs: usize,
+    /// Examples per step.
+    pub batch_size: i64,
+    /// Training rows of the synthetic datasets (evaluation: a quarter as many, from another seed).
+    pub rows: usize,
+    /// Adam learning rate of the model.
+    pub lr: f64,
+    /// libtorch intra-op threads.
+    pub threads: i32,
+    /// `auto` (a GPU when libtorch sees one), `cpu`, or `cuda:N`.
+    pub device: String,
+}
+
+impl Default for Experiment {
+    fn default() -> Self {
+        Self {
+            datasets: vec![DatasetKind::Cascade],
+            models: vec![ModelKind::Mmoe, ModelKind::Esmm],
+            balancers: Vec::new(),
+            seeds: 3,
+            epochs: 2,
+            batch_size: 1024,
+            rows: 60_000,
+            lr: 2e-3,
+            threads: 2,
+            device: "auto".into(),
+        }
+    }
+}
+
+impl Experiment {
+    /// Checks the settings; the error names the field.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let bad = |field: &str, value: String, expected: &str| {
+            anyhow::bail!("invalid experiment: field `{field}` = {value}, expected {expected}")
+        };
+        if self.datasets.is_empty() {
+            return bad("datasets", "[]".into(), "at least one dataset");
+        }
+        if self.models.is_empty() {
+            return bad("models", "[]".into(), "at least one model");
+        }
+        if self.seeds < 1 {
+            return bad("seeds", self.seeds.to_string(), "at least 1");
+        }
+        if self.epochs < 1 {
+            return bad("epochs", self.epochs.to_string(), "at least 1");
+        }
+        if self.batch_size < 1 {
+            return bad("batch_size", self.batch_size.to_string(), "at least 1");
+        }
+        if self.rows < 8 {
+            return bad("rows", self.rows.to_string(), "at least 8");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", self.lr.to_string(), "a finite number > 0");
+        }
+        if self.threads < 1 {
+            return bad("threads", self.threads.to_string(), "at least 1");
+        }
+        parse_device(&self.device)?;
+        Ok(())
+    }
+
+    /// The balancers to run, `static` first (added when missing).
+    pub fn resolved_balancers(&self) -> anyhow::Result<Vec<BalancerSpec>> {
+        let mut specs = if self.balancers.is_empty() {
+            balance::registry()?
+                .names()
+                .into_iter()
+                .map(BalancerSpec::from_name)
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            self.balancers.clone()
+        };
+        match specs.iter().position(|s| s.method() == "static") {
+            Some(0) => {}
+            Some(i) => {
+                let baseline = specs.remove(i);
+                specs.insert(0, baseline);
+            }
+            None => specs.insert(0, BalancerSpec::from_name("static")?),
+        }
+        Ok(specs)
+    }
+}
+
+/// Reads `auto`, `cpu` or `cuda:N`.
+pub fn parse_device(text: &str) -> anyhow::Result<tch::Device> {
+    match text {
+        "auto" => Ok(tch::Device::cuda_if_available()),
+        "cpu" => Ok(tch::Device::Cpu),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Ok(tch::Device::Cuda(n)),
+            _ => anyhow::bail!("invalid experiment: field `device` = {other:?}, expected \"auto\", \"cpu\" or \"cuda:N\""),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_experiment_with_every_config_form() {
+        let exp: Experiment = toml::from_str(
+            r#"
+            datasets = ["cascade", "mmoe-synthetic"]
+            models = ["mmoe", "shared_bottom"]
+            balancers = [[1.0, 2.0, 3.0], "loss_norm", { method = "loss_norm", scale = "ema" }]
+            seeds = 2
+            "#,
+        )
+        .unwrap();
+        exp.check().unwrap();
+        let methods: Vec<_> = exp
+            .resolved_balancers()
+            .unwrap()
+            .iter()
+            .map(|b| b.method())
+            .collect();
+        assert_eq!(methods, vec!["static", "loss_norm", "loss_norm"]);
+    }
+
+    #[test]
+    fn static_baseline_is_added_first() {
+        let exp = Experiment {
+            balancers: vec!["loss_norm".parse().unwrap()],
+            ..Default::default()
+        };
+        let methods: Vec<_> = exp
+            .resolved_balancers()
+            .unwrap()
+            .iter()
+            .map(|b| b.method())
+            .collect();
+        assert_eq!(methods, vec!["static", "loss_norm"]);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let err = toml::from_str::<Experiment>("sedes = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `sedes`"), "{err}");
+        let err = Experiment {
+            device: "gpu".into(),
+            ..Default::default()
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("field `device` = \"gpu\""), "{err}");
+        let err = Experiment {
+            seeds: 0,
+            ..Default::default()
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("field `seeds` = 0, expected at least 1"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,259 @@
+//! The comparison report: raw runs, and the per-task, cost and weight summaries computed from them.
+
+use serde::{Deserialize, Serialize};
+
+use balance_harness::train::TaskMetrics;
+
+use crate::experiment::Experiment;
+use crate::stats::{interval, median, paired_difference, Interval};
+
+/// One (dataset, model, balancer, seed) run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Dataset name.
+    pub dataset: String,
+    /// Model name.
+    pub model: String,
+    /// The balancer's full config (canonical JSON map form).
+    pub balancer: String,
+    /// The balancer's registry name.
+    pub method: String,
+    /// The seed.
+    pub seed: u64,
+    /// Task names.
+    pub tasks: Vec<String>,
+    /// Validation metrics after the last epoch.
+    pub metrics: Vec<TaskMetrics>,
+    /// Weights applied at the first step.
+    pub initial_weights: Vec<f64>,
+    /// Weights at the end.
+    pub final_weights: Vec<f64>,
+    /// Median wall time of a training step, in milliseconds.
+    pub median_step_ms: f64,
+    /// Wall time of the whole run (training and evaluation), in seconds.
+    pub train_seconds: f64,
+    /// Steps at which the trajectories were recorded.
+    pub trajectory_steps: Vec<u64>,
+    /// Applied weights at those steps.
+    pub weight_trajectory: Vec<Vec<f64>>,
+    /// Loss values at those steps.
+    pub loss_trajectory: Vec<Vec<f64>>,
+}
+
+/// One task's quality under one balancer, across seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QualityRow {
+    /// Dataset name.
+    pub dataset: String,
+    /// Model name.
+    pub model: String,
+    /// Balancer label.
+    pub balancer: String,
+    /// Task name.
+    pub task: String,
+    /// `auc` (binary tasks) or `mse` (regression).
+    pub metric: String,
+    /// Mean and 95 % interval across seeds.
+    pub value: Interval,
+    /// Difference to `static` paired by seed (absent for the baseline itself).
+    pub vs_static: Option<Interval>,
+    /// True when `vs_static`'s interval excludes zero.
+    pub significant: bool,
+}
+
+/// What one balancer costs per step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostRow {
+    /// Dataset name.
+    pub dataset: String,
+    /// Model name.
+    pub model: String,
+    /// Balancer label.
+    pub balancer: String,
+    /// Median over seeds of each run's median step time, in milliseconds.
+    pub step_ms: f64,
+    /// `step_ms` over the static baseline's, measured in the same process.
+    pub ratio_vs_static: f64,
+}
+
+/// Where one balancer's weights started and ended (means over seeds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightRow {
+    /// Dataset name.
+    pub dataset: String,
+    /// Model name.
+    pub model: String,
+    /// Balancer label.
+    pub balancer: String,
+    /// Task names.
+    pub tasks: Vec<String>,
+    /// Mean first-step weights.
+    pub initial: Vec<f64>,
+    /// Mean final weights.
+    pub last: Vec<f64>,
+}
+
+/// The whole report (the JSON export is this struct; schema in `docs/bench-report.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Report format version.
+    pub version: u32,
+    /// The experiment that produced it.
+    pub experiment: Experiment,
+    /// Where it ran.
+    pub device: String,
+    /// Per-task quality.
+    pub quality: Vec<QualityRow>,
+    /// Per-step cost.
+    pub cost: Vec<CostRow>,
+    /// Weight movement.
+    pub weights: Vec<WeightRow>,
+    /// Every run.
+    pub runs: Vec<RunResult>,
+}
+
+/// A short label for a balancer: its method, or the full config when one method appears with several
+/// configs.
+fn labels(runs: &[RunResult]) -> impl Fn(&RunResult) -> String + '_ {
+    move |run| {
+        let configs: std::collections::BTreeSet<&str> = runs
+            .iter()
+            .filter(|r| r.method == run.method)
+            .map(|r| r.balancer.as_str())
+            .collect();
+        if configs.len() > 1 {
+            run.balancer.clone()
+        } else {
+            run.method.clone()
+        }
+    }
+}
+
+fn metric_of(m: &TaskMetrics) -> Option<(&'static str, f64)> {
+    m.auc.map(|a| ("auc", a)).or(m.mse.map(|e| ("mse", e)))
+}
+
+impl Report {
+    /// Summarises `runs`.
+    pub fn new(experiment: Experiment, device: String, runs: Vec<RunResult>) -> Self {
+        let label = labels(&runs);
+        let mut groups: Vec<(String, String)> = Vec::new();
+        for r in &runs {
+            let key = (r.dataset.clone(), r.model.clone());
+            if !groups.contains(&key) {
+                groups.push(key);
+            }
+        }
+        let mut quality = Vec::new();
+        let mut cost = Vec::new();
+        let mut weights = Vec::new();
+        for (dataset, model) in &groups {
+            let in_group: Vec<&RunResult> = runs
+                .iter()
+                .filter(|r| &r.dataset == dataset && &r.model == model)
+                .collect();
+            let mut balancers: Vec<String> = Vec::new();
+            for r in &in_group {
+                if !balancers.contains(&r.balancer) {
+                    balancers.push(r.balancer.clone());
+                }
+            }
+            let of = |b: &str| -> Vec<&RunResult> {
+                let mut v: Vec<&RunResult> = in_group
+                    .iter()
+                    .copied()
+                    .filter(|r| r.balancer == b)
+                    .collect();
+                v.sort_by_key(|r| r.seed);
+                v
+            };
+            let baseline = in_group
+                .iter()
+                .find(|r| r.method == "static")
+                .map(|r| r.balancer.clone());
+            let baseline_runs = baseline.as_deref().map(of).unwrap_or_default();
+            let baseline_ms = median(
+                &baseline_runs
+                    .iter()
+                    .map(|r| r.median_step_ms)
+                    .collect::<Vec<_>>(),
+            );
+            for b in &balancers {
+                let rs = of(b);
+                let Some(first) = rs.first() else { continue };
+                let name = label(first);
+                for (t, task) in first.tasks.iter().enumerate() {
+                    let values: Vec<(&str, f64)> = rs
+                        .iter()
+                        .filter_map(|r| r.metrics.get(t).and_then(metric_of))
+                        .collect();
+                    let Some(&(metric, _)) = values.first() else {
+                        continue;
+                    };
+                    let samples: Vec<f64> = values.iter().map(|v| v.1).collect();
+                    let Some(value) = interval(&samples) else {
+                        continue;
+                    };
+                    let vs_static = if Some(b) == baseline.as_ref() {
+                        None
+                    } else {
+                        let base: Vec<f64> = baseline_runs
+                            .iter()
+                            .filter_map(|r| r.metrics.get(t).and_then(metric_of))
+                            .map(|v| v.1)
+                            .collect();
+                        paired_difference(&samples, &base)
+                    };
+                    quality.push(QualityRow {
+                        dataset: dataset.clone(),
+                        model: model.clone(),
+                        balancer: name.clone(),
+                        task: task.clone(),
+                        metric: metric.into(),
+                        value,
+                        significant: vs_static.is_some_and(|d| d.excludes_zero()),
+                        vs_static,
+                    });
+                }
+                let step_ms = median(&rs.iter().map(|r| r.median_step_ms).collect::<Vec<_>>())
+                    .unwrap_or(f64::NAN);
+                cost.push(CostRow {
+                    dataset: dataset.clone(),
+                    model: model.clone(),
+                    balancer: name.clone(),
+                    step_ms,
+                    ratio_vs_static: baseline_ms.map_or(f64::NAN, |base| step_ms / base),
+                });
+                let mean_of = |pick: &dyn Fn(&RunResult) -> &Vec<f64>| -> Vec<f64> {
+                    let n = first.tasks.len();
+                    (0..n)
+                        .map(|t| {
+                            rs.iter()
+                                .map(|r| pick(r).get(t).copied().unwrap_or(f64::NAN))
+                                .sum::<f64>()
+                                / rs.len() as f64
+                        })
+                        .collect()
+                };
+                weights.push(WeightRow {
+                    dataset: dataset.clone(),
+                    model: model.clone(),
+                    balancer: name,
+                    tasks: first.tasks.clone(),
+                    initial: mean_of(&|r| &r.initial_weights),
+                    last: mean_of(&|r| &r.final_weights),
+                });
+            }
+        }
+        drop(label);
+        Self {
+            version: 1,
+            experiment,
+            device,
+            quality,
+            cost,
+            weights,
+            runs,
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Runs an [`Experiment`]: every (dataset, model, seed, balancer), recording metrics, weights and timings.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use balance::{Balancer, BalancerSpec};
+use balance_harness::data::{Dataset, TaskKind};
+use balance_harness::models::esmm::{Esmm, EsmmConfig};
+use balance_harness::models::ple::{Ple, PleConfig};
+use balance_harness::models::shared_bottom::{SharedBottom, SharedBottomConfig};
+use balance_harness::nn::MlpConfig;
+use balance_harness::optim::AdamConfig;
+use balance_harness::synthetic;
+use balance_harness::train::{EpochReport, Observer, StepEvent, TrainConfig, Trainer};
+use balance_harness::{Mmoe, MmoeConfig, MultiTaskModel};
+use tch::{nn, Device};
+
+use crate::experiment::{parse_device, DatasetKind, Experiment, ModelKind};
+use crate::report::{Report, RunResult};
+
+/// Steps between two recorded points of the weight and loss trajectories.
+const TRAJECTORY_EVERY: u64 = 4;
+
+/// Called after each run (for progress display).
+pub trait Progress {
+    /// Announces the number of runs.
+    fn start(&mut self, total: u64);
+    /// One run finished.
+    fn finished(&mut self, label: &str);
+}
+
+/// Builds the dataset pair (train, eval).
+pub fn load_dataset(kind: DatasetKind, rows: usize) -> (Dataset, Dataset) {
+    let eval_rows = (rows / 4).max(4);
+    match kind {
+        DatasetKind::Cascade => (
+            synthetic::cascade_scenario(rows, 11),
+            synthetic::cascade_scenario(eval_rows, 12),
+        ),
+        DatasetKind::Esmm => (
+            synthetic::esmm_scenario(rows, 11),
+            synthetic::esmm_scenario(eval_rows, 12),
+        ),
+        DatasetKind::MmoeSynthetic => (
+            synthetic::mmoe_synthetic(rows, 0.5, 11),
+            synthetic::mmoe_synthetic(eval_rows, 0.5, 12),
+        ),
+    }
+}
+
+/// The first `n` tasks of a dataset (ESMM trains on the first two stages of a cascade).
+fn first_tasks(data: &Dataset, n: usize) -> Dataset {
+    Dataset {
+        examples: balance_harness::Batch {
+            dense: data.examples.dense.shallow_clone(),
+            sparse: data.examples.sparse.shallow_clone(),
+            labels: data.examples.labels.narrow(1, 0, n as i64),
+        },
+        input: data.input.clone(),
+        tasks: data.tasks[..n].to_vec(),
+    }
+}
+
+fn build_model(
+    kind: ModelKind,
+    vs: &nn::VarStore,
+    data: &Dataset,
+) -> Result<Box<dyn MultiTaskModel>> {
+    let input = &data.input;
+    let tasks = data.tasks.len();
+    Ok(match kind {
+        ModelKind::Mmoe => Box::new(Mmoe::new(
+            vs,
+            input,
+            &MmoeConfig {
+                experts: 4,
+                expert: MlpConfig::relu(&[64, 32]),
+                tower: MlpConfig::relu(&[32]),
+            },
+            tasks,
+        )?),
+        ModelKind::Esmm => Box::new(Esmm::new(
+            vs,
+            input,
+            &EsmmConfig {
+                tower: MlpConfig::relu(&[64, 32]),
+            },
+        )?),
+        ModelKind::SharedBottom => Box::new(SharedBottom::new(
+            vs,
+            input,
+            &SharedBottomConfig {
+                bottom: MlpConfig::relu(&[128, 32]),
+                tower: MlpConfig::relu(&[16]),
+            },
+            tasks,
+        )?),
+        ModelKind::Ple => Box::new(Ple::new(
+            vs,
+            input,
+            &PleConfig {
+                levels: 2,
+                shared_experts: 2,
+                task_experts: 1,
+                expert: MlpConfig::relu(&[64, 32]),
+                tower: MlpConfig::relu(&[16]),
+            },
+            tasks,
+        )?),
+    })
+}
+
+/// Records step times and trajectories.
+#[derive(Default)]
+struct Recorder {
+    step_seconds: Vec<f64>,
+    trajectory_steps: Vec<u64>,
+    weights: Vec<Vec<f64>>,
+    losses: Vec<Vec<f64>>,
+    epochs: Vec<EpochReport>,
+}
+
+impl Observer for Recorder {
+    fn on_step(&mut self, event: &StepEvent<'_>) {
+        self.step_seconds.push(event.seconds);
+        if event.global_step % TRAJECTORY_EVERY == 0 {
+            self.trajectory_steps.push(event.global_step);
+            self.weights.push(event.report.weights.clone());
+            self.losses.push(event.report.losses.clone());
+        }
+    }
+
+    fn on_epoch(&mut self, report: &EpochReport) {
+        self.epochs.push(report.clone());
+    }
+}
+
+struct Boxed(Box<dyn MultiTaskModel>);
+
+impl MultiTaskModel for Boxed {
+    fn num_tasks(&self) -> usize {
+        self.0.num_tasks()
+    }
+    fn forward_t(
+        &self,
+        batch: &balance_harness::Batch,
+        train: bool,
+    ) -> balance_harness::Result<balance_harness::ModelOutput> {
+        self.0.forward_t(batch, train)
+    }
+    fn shared_parts(&self) -> balance::SharedParts {
+        self.0.shared_parts()
+    }
+}
+
+/// Runs one (dataset, model, seed, balancer).
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    experiment: &Experiment,
+    device: Device,
+    dataset: DatasetKind,
+    model_kind: ModelKind,
+    train: &Dataset,
+    eval: &Dataset,
+    spec: &BalancerSpec,
+    seed: u64,
+) -> Result<RunResult> {
+    tch::manual_seed(seed as i64);
+    let vs = nn::VarStore::new(device);
+    let model = build_model(model_kind, &vs, train)?;
+    let names: Vec<&str> = train.tasks.iter().map(|t| t.name.as_str()).collect();
+    let balancer = Balancer::from_spec(spec, &names)
+        .with_context(|| format!("building balancer {spec} for {} tasks", names.len()))?;
+    let config = TrainConfig {
+        epochs: experiment.epochs,
+        batch_size: experiment.batch_size,
+        seed,
+        adam: AdamConfig {
+            lr: experiment.lr,
+            ..AdamConfig::default()
+        },
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(
+        Boxed(model),
+        vs.trainable_variables(),
+        balancer,
+        train.tasks.clone(),
+        config,
+        device,
+    )?;
+    let mut recorder = Recorder::default();
+    let start = Instant::now();
+    trainer.run(train, eval, &mut recorder)?;
+    let final_epoch = recorder
+        .epochs
+        .last()
+        .cloned()
+        .context("the run finished no epoch")?;
+    Ok(RunResult {
+        dataset: dataset.name().into(),
+        model: model_kind.name().into(),
+        balancer: spec.to_string(),
+        method: spec.method().into(),
+        seed,
+        tasks: train.tasks.iter().map(|t| t.name.clone()).collect(),
+        metrics: final_epoch.metrics,
+        initial_weights: recorder.weights.first().cloned().unwrap_or_default(),
+        final_weights: trainer.balancer().weights(),
+        median_step_ms: crate::stats::median(&recorder.step_seconds).unwrap_or(f64::NAN) * 1e3,
+        train_seconds: start.elapsed().as_secs_f64(),
+        trajectory_steps: recorder.trajectory_steps,
+        weight_trajectory: recorder.weights,
+        loss_trajectory: recorder.losses,
+    })
+}
+
+/// Runs the whole experiment.
+pub fn run(experiment: &Experiment, progress: &mut dyn Progress) -> Result<Report> {
+    experiment.check()?;
+    tch::set_num_threads(experiment.threads);
+    let device = parse_device(&experiment.device)?;
+    let balancers = experiment.resolved_balancers()?;
+    let total =
+        (experiment.datasets.len() * experiment.models.len() * experiment.seeds * balancers.len())
+            as u64;
+    progress.start(total);
+    let mut runs = Vec::new();
+    for &dataset in &experiment.datasets {
+        let (train, eval) = load_dataset(dataset, experiment.rows);
+        for &model in &experiment.models {
+            let (train, eval) = if model == ModelKind::Esmm {
+                if train.tasks.len() < 2
+                    || train
+                        .tasks
+                        .iter()
+                        .take(2)
+                        .any(|t| t.kind != TaskKind::Binary)
+                {
+                    bail!(
+                        "model `esmm` needs two binary tasks; dataset `{}` has {:?}",
+                        dataset.name(),
+                        train.tasks
+                    );
+                }
+                (first_tasks(&train, 2), first_tasks(&eval, 2))
+            } else {
+                (
+                    first_tasks(&train, train.tasks.len()),
+                    first_tasks(&eval, eval.tasks.len()),
+                )
+            };
+            for seed in 0..experiment.seeds as u64 {
+                for spec in &balancers {
+                    let result = run_one(
+                        experiment, device, dataset, model, &train, &eval, spec, seed,
+                    )
+                    .with_context(|| {
+                        format!(
+                            "{} / {} / {} / seed {seed}",
+                            dataset.name(),
+                            model.name(),
+                            spec
+                        )
+                    })?;
+                    progress.finished(&format!(
+                        "{} {} {} seed {seed}",
+                        dataset.name(),
+                        model.name(),
+                        spec.method()
+                    ));
+                    runs.push(result);
+                }
+            }
+        }
+    }
+    Ok(Report::new(experiment.clone(), device_name(device), runs))
+}
+
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
+        Device::Cuda(n) => format!("cuda:{n}"),
+        other => format!("{other:?}"),
+    }
+}
