@@ -5,7 +5,7 @@ export LIBTORCH := $(ROOT)/.libtorch
 export LD_LIBRARY_PATH := $(ROOT)/.libtorch/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 CARGO ?= cargo
 SHELL := /bin/bash
-BENCH_ARGS ?= list
+BENCH_ARGS ?=
 
 .PHONY: setup test bench lint
 
@@ -18,7 +18,7 @@ test: setup
 	set -o pipefail; { $(CARGO) test --workspace --all-targets && $(CARGO) test --workspace --doc; } 2>&1 | tee $(ROOT)/.cache/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "all tests: %d passed, %d failed\n", p, f }' $(ROOT)/.cache/test.log
 
-## Run the benchmark (`make bench BENCH_ARGS="list"` for other subcommands).
+## Run the benchmark: the default comparison (`make bench BENCH_ARGS="list"` for other subcommands).
 bench: setup
 	$(CARGO) run --release -q -p balance-bench -- $(BENCH_ARGS)
 

@@ -13,6 +13,10 @@ use tch::{nn, Device};
 /// libtorch's RNG (initialisation, dropout) is process-wide: these tests take turns.
 static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+fn train_and_eval() -> (Dataset, Dataset) {
+    dataset(6000, 1).split_at(4000)
+}
+
 fn dataset(rows: usize, seed: u64) -> Dataset {
     Dataset {
         examples: cascade(rows, seed),
@@ -68,7 +72,7 @@ fn bits(t: &Trainer<Mmoe>) -> TrainCheckpoint {
 #[test]
 fn two_runs_with_one_seed_are_identical_and_learn() {
     let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let (train, eval) = (dataset(4000, 1), dataset(2000, 2));
+    let (train, eval) = train_and_eval();
     let mut a = trainer("grad_norm", 7);
     let mut b = trainer("grad_norm", 7);
     a.run(&train, &eval, &mut NoObserver).unwrap();
@@ -82,7 +86,7 @@ fn two_runs_with_one_seed_are_identical_and_learn() {
 #[test]
 fn resume_mid_epoch_is_bit_identical_for_every_balancer() {
     let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let (train, eval) = (dataset(4000, 1), dataset(2000, 2));
+    let (train, eval) = train_and_eval();
     for spec in [
         "static",
         "loss_norm",

@@ -69,7 +69,7 @@ pub struct Experiment {
     pub epochs: usize,
     /// Examples per step.
     pub batch_size: i64,
-    /// Training rows of the synthetic datasets (evaluation: a quarter as many, from another seed).
+    /// Training rows of the synthetic datasets (evaluation: a quarter as many more, from the same generator).
     pub rows: usize,
     /// Adam learning rate of the model.
     pub lr: f64,

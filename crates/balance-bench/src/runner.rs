@@ -29,23 +29,17 @@ pub trait Progress {
     fn finished(&mut self, label: &str);
 }
 
-/// Builds the dataset pair (train, eval).
+/// Builds the dataset pair (train, eval): `rows` training examples and a quarter as many held out, drawn
+/// from one generator.
 pub fn load_dataset(kind: DatasetKind, rows: usize) -> (Dataset, Dataset) {
-    let eval_rows = (rows / 4).max(4);
-    match kind {
-        DatasetKind::Cascade => (
-            synthetic::cascade_scenario(rows, 11),
-            synthetic::cascade_scenario(eval_rows, 12),
-        ),
-        DatasetKind::Esmm => (
-            synthetic::esmm_scenario(rows, 11),
-            synthetic::esmm_scenario(eval_rows, 12),
-        ),
-        DatasetKind::MmoeSynthetic => (
-            synthetic::mmoe_synthetic(rows, 0.5, 11),
-            synthetic::mmoe_synthetic(eval_rows, 0.5, 12),
-        ),
-    }
+    // One generator (one teacher) for both; the extra quarter is held out.
+    let total = rows + (rows / 4).max(4);
+    let all = match kind {
+        DatasetKind::Cascade => synthetic::cascade_scenario(total, 11),
+        DatasetKind::Esmm => synthetic::esmm_scenario(total, 11),
+        DatasetKind::MmoeSynthetic => synthetic::mmoe_synthetic(total, 0.5, 11),
+    };
+    all.split_at(rows as i64)
 }
 
 /// The first `n` tasks of a dataset (ESMM trains on the first two stages of a cascade).

@@ -74,6 +74,22 @@ impl Dataset {
         }
     }
 
+    /// Splits into the first `n` examples and the rest (views, no copy): train and held-out sets drawn
+    /// from one generator.
+    pub fn split_at(&self, n: i64) -> (Dataset, Dataset) {
+        let n = n.clamp(0, self.len());
+        let part = |start: i64, len: i64| Dataset {
+            examples: Batch {
+                dense: self.examples.dense.narrow(0, start, len),
+                sparse: self.examples.sparse.narrow(0, start, len),
+                labels: self.examples.labels.narrow(0, start, len),
+            },
+            input: self.input.clone(),
+            tasks: self.tasks.clone(),
+        };
+        (part(0, n), part(n, self.len() - n))
+    }
+
     /// The positive rate (binary) or mean (regression) of each task's labels.
     pub fn label_means(&self) -> Vec<f64> {
         (0..self.tasks.len() as i64)
