@@ -101,7 +101,8 @@ mod tests {
         let i = interval(&[1.0, 2.0, 3.0]).unwrap();
         assert_eq!(i.mean, 2.0);
         assert!((i.half_width() - 4.303 / 3f64.sqrt()).abs() < 1e-12);
-        assert!(i.excludes_zero());
+        assert!(!i.excludes_zero()); // [-0.48, 4.48]
+        assert!(interval(&[1.0, 1.1, 0.9]).unwrap().excludes_zero());
         let one = interval(&[5.0]).unwrap();
         assert_eq!((one.low, one.high), (5.0, 5.0));
         assert!(!one.excludes_zero());

@@ -1,0 +1,172 @@
+//! End-to-end tests of the `balance-bench` binary on tiny settings.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_balance-bench"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("balance-bench-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const TINY: &[&str] = &[
+    "--rows",
+    "1500",
+    "--seeds",
+    "2",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "256",
+    "--quiet",
+];
+
+#[test]
+fn list_shows_every_first_party_balancer() {
+    let out = bench(&["list"]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    for name in ["static", "loss_norm", "grad_norm"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{stdout}"
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&bench(&["list", "--format", "json"]).stdout).unwrap();
+    assert!(json
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["name"] == "grad_norm" && b["kind"] == "gradient-weighting"));
+}
+
+#[test]
+fn run_writes_every_export_and_compare_reads_them() {
+    let dir = scratch("run");
+    let out_dir = dir.join("report");
+    let mut args = vec![
+        "run",
+        "--model",
+        "mmoe",
+        "--balancer",
+        "grad_norm",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(TINY);
+    let out = bench(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("| cascade | mmoe | grad_norm | high_value | auc |"),
+        "{stdout}"
+    );
+    for file in [
+        "report.json",
+        "report.md",
+        "report.csv",
+        "quality-cascade-mmoe.svg",
+        "weights-cascade-mmoe-grad_norm.svg",
+        "losses-cascade-mmoe-static.svg",
+    ] {
+        let path = out_dir.join(file);
+        assert!(
+            std::fs::metadata(&path)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false),
+            "{} missing",
+            path.display()
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["runs"].as_array().unwrap().len(), 4); // (static, grad_norm) x 2 seeds
+    let csv = std::fs::read_to_string(out_dir.join("report.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 3); // header + 2 balancers x 3 tasks
+
+    let json = out_dir.join("report.json");
+    let out = bench(&["compare", json.to_str().unwrap(), json.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("6 compared: 0 better, 0 worse beyond noise, 6 within noise"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn experiment_file_is_read() {
+    let dir = scratch("exp");
+    let file = dir.join("exp.toml");
+    std::fs::write(&file, "datasets = [\"mmoe-synthetic\"]\nmodels = [\"shared_bottom\"]\nbalancers = [\"loss_norm\"]\n").unwrap();
+    let mut args = vec!["run", "--experiment", file.to_str().unwrap()];
+    args.extend_from_slice(TINY);
+    let out = bench(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("| mmoe-synthetic | shared_bottom | loss_norm | task1 | mse |"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn unknown_balancer_is_a_usage_error_listing_the_known_ones() {
+    let out = bench(&["run", "--balancer", "gradnorm"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("unknown balancer `gradnorm` (did you mean `grad_norm`?); known balancers: grad_norm, loss_norm, static"), "{stderr}");
+}
+
+#[test]
+fn bad_experiment_file_names_the_file_and_the_field() {
+    let dir = scratch("bad");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "seeds = 3\nepochz = 2\n").unwrap();
+    let out = bench(&["run", "--experiment", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: parsing experiment file {}",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `epochz`"), "{stderr}");
+    let out = bench(&["compare", file.to_str().unwrap(), file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not a balance-bench JSON report"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn esmm_on_regression_data_is_a_clear_error() {
+    let mut args = vec!["run", "--dataset", "mmoe-synthetic", "--model", "esmm"];
+    args.extend_from_slice(TINY);
+    let out = bench(&args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("model `esmm` needs two binary tasks"),
+        "{}",
+        text(&out.stderr)
+    );
+}
