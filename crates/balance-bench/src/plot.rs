@@ -128,8 +128,14 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> String {
     svg
 }
 
+/// One point with its interval: `(label, mean, low, high)`.
+pub type IntervalPoint = (String, f64, f64, f64);
+
+/// A named group of points (one task).
+pub type IntervalGroup = (String, Vec<IntervalPoint>);
+
 /// Points with 95 % intervals: one group per task, one point per balancer.
-pub fn interval_chart(title: &str, groups: &[(String, Vec<(String, f64, f64, f64)>)]) -> String {
+pub fn interval_chart(title: &str, groups: &[IntervalGroup]) -> String {
     let y = bounds(
         groups
             .iter()
@@ -201,7 +207,7 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<()> {
             .iter()
             .filter(|q| &q.dataset == dataset && &q.model == model)
             .collect();
-        let mut groups: Vec<(String, Vec<(String, f64, f64, f64)>)> = Vec::new();
+        let mut groups: Vec<IntervalGroup> = Vec::new();
         for q in &rows {
             let point = (q.balancer.clone(), q.value.mean, q.value.low, q.value.high);
             match groups.iter_mut().find(|g| g.0 == q.task) {
