@@ -269,7 +269,12 @@ pub fn ensure_downloaded(cache_dir: &Path) -> Result<(PathBuf, PathBuf)> {
         return Err(HarnessError::invalid(
             "census",
             "fetch script",
-            format!("{} {} ({})", script.display(), cache_dir.display(), out.status),
+            format!(
+                "{} {} ({})",
+                script.display(),
+                cache_dir.display(),
+                out.status
+            ),
             format!("success; it said: {}", tail.join(" | ")),
         ));
     }
@@ -381,7 +386,13 @@ pub fn load(train_csv: &Path, test_csv: &Path, tasks: &[CensusTask]) -> Result<(
 
 /// Rejects an empty or repeating task list.
 fn check_tasks(tasks: &[CensusTask]) -> Result<()> {
-    let names = || tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ");
+    let names = || {
+        tasks
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if tasks.is_empty() {
         return Err(HarnessError::invalid(
             "census",
@@ -697,10 +708,23 @@ mod tests {
     fn census_labels_follow_the_rules() {
         let dir = TempDir::new();
         let rows = vec![
-            row(&[(41, "50000+."), (7, "Never married"), (4, "Bachelors degree(BA AB BS)")]),
-            row(&[(7, "Married-civilian spouse present"), (4, "High school graduate")]),
-            row(&[(4, "Masters degree(MA MS MEng MEd MSW MBA)"), (7, "Divorced")]),
-            row(&[(4, "Prof school degree (MD DDS DVM LLB JD)"), (41, "50000+.")]),
+            row(&[
+                (41, "50000+."),
+                (7, "Never married"),
+                (4, "Bachelors degree(BA AB BS)"),
+            ]),
+            row(&[
+                (7, "Married-civilian spouse present"),
+                (4, "High school graduate"),
+            ]),
+            row(&[
+                (4, "Masters degree(MA MS MEng MEd MSW MBA)"),
+                (7, "Divorced"),
+            ]),
+            row(&[
+                (4, "Prof school degree (MD DDS DVM LLB JD)"),
+                (41, "50000+."),
+            ]),
             row(&[(4, "Doctorate degree(PhD EdD)"), (7, "Never married")]),
             row(&[(4, "Associates degree-academic program"), (7, "?")]),
             row(&[(4, "Some college but no degree")]),
@@ -816,7 +840,10 @@ mod tests {
         assert_eq!(tr.input.vocab_sizes[j1], 3);
         assert_eq!(tr.input.vocab_sizes[j10], 4);
         // Constant columns: one value + id 0.
-        assert_eq!(tr.input.vocab_sizes[cols.iter().position(|c| *c == 2).unwrap()], 2);
+        assert_eq!(
+            tr.input.vocab_sizes[cols.iter().position(|c| *c == 2).unwrap()],
+            2
+        );
         let width = cols.len();
         let s = ints(&tr.examples.sparse);
         let col = |v: &[i64], j: usize| v.chunks(width).map(|r| r[j]).collect::<Vec<_>>();
@@ -862,7 +889,9 @@ mod tests {
 
         // Non-finite numbers are refused.
         let nan = dir.write("nan.csv", &[row(&[(39, "NaN")])]);
-        let err = load(&nan, &good, &[CensusTask::Income]).unwrap_err().to_string();
+        let err = load(&nan, &good, &[CensusTask::Income])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("column 39 (weeks_worked)"), "{err}");
     }
 

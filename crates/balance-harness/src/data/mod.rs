@@ -1,5 +1,7 @@
 //! Datasets held in memory as tensors, and the sources that produce them.
 
+pub mod census;
+
 use tch::{Kind, Tensor};
 
 use crate::batch::Batch;
