@@ -1,6 +1,7 @@
 //! What to compare: datasets, models, balancers, seeds and training settings, from flags or a TOML file.
 
 use balance::BalancerSpec;
+use balance_harness::data::census::CensusTask;
 use serde::{Deserialize, Serialize};
 
 /// A dataset the bench can train on.
@@ -13,6 +14,8 @@ pub enum DatasetKind {
     Esmm,
     /// The MMoE paper's two correlated regression tasks (correlation 0.5).
     MmoeSynthetic,
+    /// Census-Income (KDD), fetched on first use into `.cache/census`; tasks from `census_tasks`.
+    Census,
 }
 
 impl DatasetKind {
@@ -22,6 +25,7 @@ impl DatasetKind {
             DatasetKind::Cascade => "cascade",
             DatasetKind::Esmm => "esmm",
             DatasetKind::MmoeSynthetic => "mmoe-synthetic",
+            DatasetKind::Census => "census",
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct Experiment {
     pub batch_size: i64,
     /// Training rows of the synthetic datasets (evaluation: a quarter as many more, from the same generator).
     pub rows: usize,
+    /// Census-Income tasks (default: income and never-married, the MMoE paper's first group).
+    pub census_tasks: Vec<CensusTask>,
     /// Adam learning rate of the model.
     pub lr: f64,
     /// libtorch intra-op threads.
@@ -89,6 +95,7 @@ impl Default for Experiment {
             epochs: 2,
             batch_size: 1024,
             rows: 60_000,
+            census_tasks: vec![CensusTask::Income, CensusTask::NeverMarried],
             lr: 2e-3,
             threads: 2,
             device: "auto".into(),
@@ -119,6 +126,9 @@ impl Experiment {
         }
         if self.rows < 8 {
             return bad("rows", self.rows.to_string(), "at least 8");
+        }
+        if self.datasets.contains(&DatasetKind::Census) && self.census_tasks.is_empty() {
+            return bad("census_tasks", "[]".into(), "at least one of \"income\", \"never_married\", \"education\"");
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", self.lr.to_string(), "a finite number > 0");

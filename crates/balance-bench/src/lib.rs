@@ -89,6 +89,9 @@ pub struct RunArgs {
     /// Training rows of synthetic datasets.
     #[arg(long)]
     pub rows: Option<usize>,
+    /// Census-Income task (repeatable): income, never_married, education.
+    #[arg(long = "census-task")]
+    pub census_tasks: Vec<balance_harness::data::census::CensusTask>,
     /// Model learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
@@ -126,6 +129,9 @@ impl RunArgs {
         }
         if !self.balancers.is_empty() {
             e.balancers = self.balancers.clone();
+        }
+        if !self.census_tasks.is_empty() {
+            e.census_tasks = self.census_tasks.clone();
         }
         e.seeds = self.seeds.unwrap_or(e.seeds);
         e.epochs = self.epochs.unwrap_or(e.epochs);

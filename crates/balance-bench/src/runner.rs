@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use balance::{Balancer, BalancerSpec};
-use balance_harness::data::{Dataset, TaskKind};
+use balance_harness::data::{census, Dataset, TaskKind};
 use balance_harness::models::esmm::{Esmm, EsmmConfig};
 use balance_harness::models::ple::{Ple, PleConfig};
 use balance_harness::models::shared_bottom::{SharedBottom, SharedBottomConfig};
@@ -29,17 +29,27 @@ pub trait Progress {
     fn finished(&mut self, label: &str);
 }
 
-/// Builds the dataset pair (train, eval): `rows` training examples and a quarter as many held out, drawn
-/// from one generator.
-pub fn load_dataset(kind: DatasetKind, rows: usize) -> (Dataset, Dataset) {
+/// Where Census-Income is cached: `.cache/census` at the workspace root.
+pub fn census_cache_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/census")
+}
+
+/// Builds the dataset pair (train, eval). Synthetic: `rows` training examples and a quarter as many held
+/// out, drawn from one generator. Census-Income: its train and test files.
+pub fn load_dataset(kind: DatasetKind, experiment: &Experiment) -> Result<(Dataset, Dataset)> {
+    let rows = experiment.rows;
     // One generator (one teacher) for both; the extra quarter is held out.
     let total = rows + (rows / 4).max(4);
     let all = match kind {
         DatasetKind::Cascade => synthetic::cascade_scenario(total, 11),
         DatasetKind::Esmm => synthetic::esmm_scenario(total, 11),
         DatasetKind::MmoeSynthetic => synthetic::mmoe_synthetic(total, 0.5, 11),
+        DatasetKind::Census => {
+            let (train, test) = census::ensure_downloaded(&census_cache_dir()).context("fetching Census-Income")?;
+            return census::load(&train, &test, &experiment.census_tasks).context("loading Census-Income");
+        }
     };
-    all.split_at(rows as i64)
+    Ok(all.split_at(rows as i64))
 }
 
 /// The first `n` tasks of a dataset (ESMM trains on the first two stages of a cascade).
@@ -221,7 +231,7 @@ pub fn run(experiment: &Experiment, progress: &mut dyn Progress) -> Result<Repor
     progress.start(total);
     let mut runs = Vec::new();
     for &dataset in &experiment.datasets {
-        let (train, eval) = load_dataset(dataset, experiment.rows);
+        let (train, eval) = load_dataset(dataset, experiment)?;
         for &model in &experiment.models {
             let (train, eval) = if model == ModelKind::Esmm {
                 if train.tasks.len() < 2
