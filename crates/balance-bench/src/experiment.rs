@@ -39,6 +39,7 @@ pub enum ModelKind {
     /// ESMM: CTR and CVR towers [64, 32] over shared embeddings (the first two tasks).
     Esmm,
     /// Shared-Bottom: bottom [128, 32], towers [16].
+    #[value(name = "shared_bottom")]
     SharedBottom,
     /// PLE: 2 levels, 2 shared and 1 task expert [64, 32] each, towers [16].
     Ple,
@@ -128,7 +129,11 @@ impl Experiment {
             return bad("rows", self.rows.to_string(), "at least 8");
         }
         if self.datasets.contains(&DatasetKind::Census) && self.census_tasks.is_empty() {
-            return bad("census_tasks", "[]".into(), "at least one of \"income\", \"never_married\", \"education\"");
+            return bad(
+                "census_tasks",
+                "[]".into(),
+                "at least one of \"income\", \"never_married\", \"education\"",
+            );
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", self.lr.to_string(), "a finite number > 0");

@@ -51,7 +51,7 @@ pub enum Command {
         format: ListFormat,
     },
     /// Run a comparison (flags override the experiment file, which overrides the defaults).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Compare two JSON reports: what got better or worse, and whether beyond noise.
     Compare {
         /// The older report.

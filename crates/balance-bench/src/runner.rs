@@ -45,8 +45,10 @@ pub fn load_dataset(kind: DatasetKind, experiment: &Experiment) -> Result<(Datas
         DatasetKind::Esmm => synthetic::esmm_scenario(total, 11),
         DatasetKind::MmoeSynthetic => synthetic::mmoe_synthetic(total, 0.5, 11),
         DatasetKind::Census => {
-            let (train, test) = census::ensure_downloaded(&census_cache_dir()).context("fetching Census-Income")?;
-            return census::load(&train, &test, &experiment.census_tasks).context("loading Census-Income");
+            let (train, test) =
+                census::ensure_downloaded(&census_cache_dir()).context("fetching Census-Income")?;
+            return census::load(&train, &test, &experiment.census_tasks)
+                .context("loading Census-Income");
         }
     };
     Ok(all.split_at(rows as i64))
@@ -73,16 +75,7 @@ fn build_model(
     let input = &data.input;
     let tasks = data.tasks.len();
     Ok(match kind {
-        ModelKind::Mmoe => Box::new(Mmoe::new(
-            vs,
-            input,
-            &MmoeConfig {
-                experts: 4,
-                expert: MlpConfig::relu(&[64, 32]),
-                tower: MlpConfig::relu(&[32]),
-            },
-            tasks,
-        )?),
+        ModelKind::Mmoe => Box::new(Mmoe::new(vs, input, &MmoeConfig::bench(), tasks)?),
         ModelKind::Esmm => Box::new(Esmm::new(
             vs,
             input,

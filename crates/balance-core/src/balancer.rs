@@ -106,6 +106,19 @@ impl<'a> StepInput<'a> {
         self.representation
     }
 
+    /// [`BalanceError::TaskCountMismatch`] unless this step has `expected` losses.
+    pub fn expect_tasks(&self, expected: usize) -> Result<()> {
+        if self.num_tasks() == expected {
+            Ok(())
+        } else {
+            Err(BalanceError::TaskCountMismatch {
+                context: "losses".into(),
+                expected,
+                actual: self.num_tasks(),
+            })
+        }
+    }
+
     /// The 0-based index of this step.
     pub fn step(&self) -> u64 {
         self.step

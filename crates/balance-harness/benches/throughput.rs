@@ -8,45 +8,29 @@
 use std::time::Instant;
 
 use balance_core::{Balancer, BalancerConfig};
-use balance_harness::nn::MlpConfig;
+use balance_harness::data::Task;
 use balance_harness::optim::{AdamConfig, FlatAdam};
 use balance_harness::synthetic::{bench_input, cascade};
+use balance_harness::train::task_losses;
 use balance_harness::{Batch, Mmoe, MmoeConfig, MultiTaskModel};
 use balance_static::StaticConfig;
-use tch::{nn, Device, Reduction, Tensor};
+use tch::{nn, Device};
 
 const STEPS: usize = 60;
+const TASKS: [&str; 3] = ["a", "b", "c"];
 
 fn median_step_ms(batch: i64) -> f64 {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
-    let config = MmoeConfig {
-        experts: 4,
-        expert: MlpConfig::relu(&[64, 32]),
-        tower: MlpConfig::relu(&[32]),
-    };
-    let model = Mmoe::new(&vs, &bench_input(), &config, 3).unwrap();
+    let model = Mmoe::new(&vs, &bench_input(), &MmoeConfig::bench(), 3).unwrap();
     let parts = model.shared_parts();
     let mut opt = FlatAdam::new(vs.trainable_variables(), AdamConfig::default()).unwrap();
-    let mut balancer =
-        Balancer::new(StaticConfig::default().build(3).unwrap(), &["a", "b", "c"]).unwrap();
+    let mut balancer = Balancer::new(StaticConfig::default().build(3).unwrap(), &TASKS).unwrap();
     let data: Batch = cascade(batch as usize, 1);
     let mut step = || {
         opt.zero_grad();
         let out = model.forward_t(&data, true).unwrap();
-        let losses: Vec<Tensor> = out
-            .logits
-            .iter()
-            .enumerate()
-            .map(|(t, l)| {
-                l.binary_cross_entropy_with_logits::<Tensor>(
-                    &data.task_labels(t as i64),
-                    None,
-                    None,
-                    Reduction::Mean,
-                )
-            })
-            .collect();
+        let losses = task_losses(&TASKS.map(Task::binary), &out, &data);
         balancer.backward(&losses, &parts, None).unwrap();
         opt.step();
     };

@@ -7,10 +7,11 @@ use balance_core::{Balancer, BalancerCheckpoint, SharedParts, StepReport};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
 
+use crate::batch::Batch;
 use crate::data::{Dataset, Task, TaskKind};
 use crate::error::{HarnessError, Result};
 use crate::metrics;
-use crate::models::MultiTaskModel;
+use crate::models::{ModelOutput, MultiTaskModel};
 use crate::optim::{AdamConfig, FlatAdam, FlatAdamState};
 use crate::synthetic::Rng;
 
@@ -229,6 +230,16 @@ fn epoch_order(n: i64, seed: u64, epoch: usize) -> Tensor {
     Tensor::from_slice(&order)
 }
 
+/// Each task's loss on a batch: BCE on logits for binary tasks, MSE for regression, mean over the batch.
+pub fn task_losses(tasks: &[Task], output: &ModelOutput, batch: &Batch) -> Vec<Tensor> {
+    tasks
+        .iter()
+        .zip(&output.logits)
+        .enumerate()
+        .map(|(t, (task, logits))| task_loss(task.kind, logits, &batch.task_labels(t as i64)))
+        .collect()
+}
+
 fn task_loss(kind: TaskKind, output: &Tensor, labels: &Tensor) -> Tensor {
     match kind {
         TaskKind::Binary => {
@@ -356,19 +367,13 @@ impl<M: MultiTaskModel> Trainer<M> {
         Ok(self.finished())
     }
 
-    fn step(&mut self, batch: &crate::batch::Batch) -> Result<StepReport> {
+    fn step(&mut self, batch: &Batch) -> Result<StepReport> {
         tch::manual_seed(
             (self.config.seed.wrapping_add(self.state.global_step) & (i64::MAX as u64)) as i64,
         );
         self.optimizer.zero_grad();
         let output = self.model.forward_t(batch, true)?;
-        let losses: Vec<Tensor> = self
-            .tasks
-            .iter()
-            .zip(&output.logits)
-            .enumerate()
-            .map(|(t, (task, logits))| task_loss(task.kind, logits, &batch.task_labels(t as i64)))
-            .collect();
+        let losses = task_losses(&self.tasks, &output, batch);
         let report =
             self.balancer
                 .backward(&losses, &self.parts, output.representation.as_ref())?;

@@ -10,17 +10,19 @@ use std::time::Instant;
 
 use balance_core::{Balancer, BalancerConfig, SharedTarget};
 use balance_gradnorm::GradNormConfig;
-use balance_harness::nn::MlpConfig;
+use balance_harness::data::Task;
 use balance_harness::synthetic::{bench_input, cascade};
+use balance_harness::train::task_losses;
 use balance_harness::{Batch, Mmoe, MmoeConfig, MultiTaskModel};
 use balance_static::StaticConfig;
 use tch::nn::{self, OptimizerConfig};
-use tch::{Device, Reduction, Tensor};
+use tch::Device;
 
 const BATCHES: [i64; 3] = [256, 1024, 4096];
 const STEPS: usize = 120;
 const WARMUP_STEPS: usize = 5;
 const MEMORY_STEPS: usize = 10;
+const TASKS: [&str; 3] = ["response", "conversion", "high_value"];
 
 fn configs() -> Vec<(&'static str, Box<dyn BalancerConfig>)> {
     let gn = |shared| {
@@ -54,18 +56,9 @@ impl Run {
     fn new(config: &dyn BalancerConfig, batch: i64, pool: &Batch) -> Run {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let mmoe = MmoeConfig {
-            experts: 4,
-            expert: MlpConfig::relu(&[64, 32]),
-            tower: MlpConfig::relu(&[32]),
-        };
-        let model = Mmoe::new(&vs, &bench_input(), &mmoe, 3).unwrap();
+        let model = Mmoe::new(&vs, &bench_input(), &MmoeConfig::bench(), 3).unwrap();
         let opt = nn::Adam::default().build(&vs, 1e-3).unwrap();
-        let balancer = Balancer::new(
-            config.build(3).unwrap(),
-            &["response", "conversion", "high_value"],
-        )
-        .unwrap();
+        let balancer = Balancer::new(config.build(3).unwrap(), &TASKS).unwrap();
         let parts = model.shared_parts();
         let n = pool.len() / batch;
         let batches = (0..n)
@@ -91,19 +84,7 @@ impl Run {
         self.next += 1;
         self.opt.zero_grad();
         let out = self.model.forward_t(batch, true).unwrap();
-        let losses: Vec<Tensor> = out
-            .logits
-            .iter()
-            .enumerate()
-            .map(|(t, l)| {
-                l.binary_cross_entropy_with_logits::<Tensor>(
-                    &batch.task_labels(t as i64),
-                    None,
-                    None,
-                    Reduction::Mean,
-                )
-            })
-            .collect();
+        let losses = task_losses(&TASKS.map(Task::binary), &out, batch);
         self.balancer
             .backward(&losses, &self.parts, out.representation.as_ref())
             .unwrap();

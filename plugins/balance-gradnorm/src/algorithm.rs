@@ -97,13 +97,7 @@ impl LossBalancer for GradNorm {
     }
 
     fn backward(&mut self, input: &StepInput<'_>) -> Result<StepReport> {
-        if input.num_tasks() != self.num_tasks() {
-            return Err(BalanceError::TaskCountMismatch {
-                context: "losses".into(),
-                expected: self.num_tasks(),
-                actual: input.num_tasks(),
-            });
-        }
+        input.expect_tasks(self.num_tasks())?;
         let weights = self.weights();
         check_weights(NAME, input.step(), &weights, self.num_tasks())?;
         let target = self.rule.params().shared;

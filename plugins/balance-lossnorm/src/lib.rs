@@ -296,13 +296,7 @@ impl LossBalancer for LossNorm {
     }
 
     fn backward(&mut self, input: &StepInput<'_>) -> Result<StepReport> {
-        if input.num_tasks() != self.num_tasks() {
-            return Err(BalanceError::TaskCountMismatch {
-                context: "losses".into(),
-                expected: self.num_tasks(),
-                actual: input.num_tasks(),
-            });
-        }
+        input.expect_tasks(self.num_tasks())?;
         let weights = self.rule.update(input.loss_values());
         let scale = self.rule.scale().map(<[f64]>::to_vec).unwrap_or_default();
         Ok(input

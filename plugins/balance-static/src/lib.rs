@@ -6,8 +6,8 @@
 //! exactly as written (no normalisation).
 
 use balance_core::{
-    validate, BalanceError, BalancerConfig, BalancerKind, BalancerRegistration, BalancerState,
-    LossBalancer, Result, StepInput, StepReport,
+    validate, BalancerConfig, BalancerKind, BalancerRegistration, BalancerState, LossBalancer,
+    Result, StepInput, StepReport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -83,13 +83,7 @@ impl LossBalancer for StaticWeights {
     }
 
     fn backward(&mut self, input: &StepInput<'_>) -> Result<StepReport> {
-        if input.num_tasks() != self.weights.len() {
-            return Err(BalanceError::TaskCountMismatch {
-                context: "losses".into(),
-                expected: self.weights.len(),
-                actual: input.num_tasks(),
-            });
-        }
+        input.expect_tasks(self.weights.len())?;
         input.backward_weighted(NAME, self.weights.clone())
     }
 

@@ -23,6 +23,15 @@ pub struct MmoeConfig {
 }
 
 impl MmoeConfig {
+    /// GUIDE section 5's benchmark MMoE: 4 experts with hidden layers [64, 32] (ReLU), towers [32].
+    pub fn bench() -> Self {
+        Self {
+            experts: 4,
+            expert: MlpConfig::relu(&[64, 32]),
+            tower: MlpConfig::relu(&[32]),
+        }
+    }
+
     /// Checks every field.
     pub fn check(&self) -> Result<()> {
         if self.experts < 1 {
