@@ -16,6 +16,8 @@ pub enum DatasetKind {
     MmoeSynthetic,
     /// Census-Income (KDD), fetched on first use into `.cache/census`; tasks from `census_tasks`.
     Census,
+    /// Your own CSV file and schema (`csv` in the experiment, or `--csv` and `--schema`).
+    Csv,
 }
 
 impl DatasetKind {
@@ -26,6 +28,7 @@ impl DatasetKind {
             DatasetKind::Esmm => "esmm",
             DatasetKind::MmoeSynthetic => "mmoe-synthetic",
             DatasetKind::Census => "census",
+            DatasetKind::Csv => "csv",
         }
     }
 }
@@ -57,6 +60,16 @@ impl ModelKind {
     }
 }
 
+/// A CSV file and the schema that maps its columns (see `balance_harness::data::csv_schema`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSource {
+    /// The data file (with a header row).
+    pub data: std::path::PathBuf,
+    /// The schema file (TOML or JSON).
+    pub schema: std::path::PathBuf,
+}
+
 /// A full experiment. Every field has a default: the embedded default comparison.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -78,6 +91,9 @@ pub struct Experiment {
     pub rows: usize,
     /// Census-Income tasks (default: income and never-married, the MMoE paper's first group).
     pub census_tasks: Vec<CensusTask>,
+    /// The CSV file and its schema, for the `csv` dataset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csv: Option<CsvSource>,
     /// Adam learning rate of the model.
     pub lr: f64,
     /// libtorch intra-op threads.
@@ -97,6 +113,7 @@ impl Default for Experiment {
             batch_size: 1024,
             rows: 60_000,
             census_tasks: vec![CensusTask::Income, CensusTask::NeverMarried],
+            csv: None,
             lr: 2e-3,
             threads: 2,
             device: "auto".into(),
@@ -133,6 +150,13 @@ impl Experiment {
                 "census_tasks",
                 "[]".into(),
                 "at least one of \"income\", \"never_married\", \"education\"",
+            );
+        }
+        if self.datasets.contains(&DatasetKind::Csv) && self.csv.is_none() {
+            return bad(
+                "csv",
+                "none".into(),
+                "a data file and a schema for the `csv` dataset (--csv FILE --schema FILE)",
             );
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {

@@ -64,7 +64,7 @@ impl Exporter for Markdown {
         let e = &report.experiment;
         writeln!(
             out,
-            "# balance-bench report\n\n{} seed(s), {} epoch(s), batch {}, {} training rows, lr {}, on {}.\n",
+            "# balance-bench report\n\n{} seed(s), {} epoch(s), batch {}, {} training rows for synthetic datasets, lr {}, on {}.\n",
             e.seeds, e.epochs, e.batch_size, e.rows, e.lr, report.device
         )?;
         writeln!(out, "## Quality per task (mean and 95 % interval across seeds; difference to `static` paired by seed, * when the interval excludes 0)\n")?;
@@ -98,17 +98,26 @@ impl Exporter for Markdown {
                 vs
             )?;
         }
+        writeln!(out, "\n## Cost (median step time and peak resident-set growth per run; ratios to `static` in the same process)\n")?;
         writeln!(
             out,
-            "\n## Cost per training step (median; ratio to `static` in the same process)\n"
+            "| dataset | model | balancer | ms/step | time ratio | peak MiB | memory ratio |"
         )?;
-        writeln!(out, "| dataset | model | balancer | ms/step | ratio |")?;
-        writeln!(out, "|---|---|---|---|---|")?;
+        writeln!(out, "|---|---|---|---|---|---|---|")?;
+        let opt = |v: Option<f64>, suffix: &str| {
+            v.map_or("n/a".to_string(), |x| format!("{x:.2}{suffix}"))
+        };
         for c in &report.cost {
             writeln!(
                 out,
-                "| {} | {} | {} | {:.2} | {:.2}x |",
-                c.dataset, c.model, c.balancer, c.step_ms, c.ratio_vs_static
+                "| {} | {} | {} | {:.2} | {:.2}x | {} | {} |",
+                c.dataset,
+                c.model,
+                c.balancer,
+                c.step_ms,
+                c.ratio_vs_static,
+                opt(c.peak_mib, ""),
+                opt(c.memory_ratio_vs_static, "x")
             )?;
         }
         writeln!(out, "\n## Weights (mean over seeds: first step -> end)\n")?;

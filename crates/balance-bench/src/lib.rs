@@ -92,6 +92,12 @@ pub struct RunArgs {
     /// Census-Income task (repeatable): income, never_married, education.
     #[arg(long = "census-task")]
     pub census_tasks: Vec<balance_harness::data::census::CensusTask>,
+    /// Your own data: a CSV file with a header row (with --schema; selects the `csv` dataset).
+    #[arg(long, requires = "schema")]
+    pub csv: Option<PathBuf>,
+    /// The schema (TOML or JSON) mapping the CSV's columns to features and tasks.
+    #[arg(long, requires = "csv")]
+    pub schema: Option<PathBuf>,
     /// Model learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
@@ -123,6 +129,15 @@ impl RunArgs {
         };
         if !self.datasets.is_empty() {
             e.datasets = self.datasets.clone();
+        }
+        if let (Some(data), Some(schema)) = (&self.csv, &self.schema) {
+            e.csv = Some(experiment::CsvSource {
+                data: data.clone(),
+                schema: schema.clone(),
+            });
+            if self.datasets.is_empty() {
+                e.datasets = vec![DatasetKind::Csv];
+            }
         }
         if !self.models.is_empty() {
             e.models = self.models.clone();

@@ -30,6 +30,10 @@ pub struct RunResult {
     pub final_weights: Vec<f64>,
     /// Median wall time of a training step, in milliseconds.
     pub median_step_ms: f64,
+    /// Growth of the process's peak resident set during the run (model, optimizer, balancer, activations),
+    /// in MiB; `None` where the OS cannot reset the peak.
+    #[serde(default)]
+    pub peak_rss_growth_mib: Option<f64>,
     /// Wall time of the whole run (training and evaluation), in seconds.
     pub train_seconds: f64,
     /// Steps at which the trajectories were recorded.
@@ -74,6 +78,10 @@ pub struct CostRow {
     pub step_ms: f64,
     /// `step_ms` over the static baseline's, measured in the same process.
     pub ratio_vs_static: f64,
+    /// Median over seeds of the peak resident-set growth during a run, in MiB.
+    pub peak_mib: Option<f64>,
+    /// `peak_mib` over the static baseline's.
+    pub memory_ratio_vs_static: Option<f64>,
 }
 
 /// Where one balancer's weights started and ended (means over seeds).
@@ -178,6 +186,10 @@ impl Report {
                     .map(|r| r.median_step_ms)
                     .collect::<Vec<_>>(),
             );
+            let peak_of = |rs: &[&RunResult]| {
+                median(&rs.iter().filter_map(|r| r.peak_rss_growth_mib).collect::<Vec<_>>())
+            };
+            let baseline_peak = peak_of(&baseline_runs);
             for b in &balancers {
                 let rs = of(b);
                 let Some(first) = rs.first() else { continue };
@@ -217,12 +229,15 @@ impl Report {
                 }
                 let step_ms = median(&rs.iter().map(|r| r.median_step_ms).collect::<Vec<_>>())
                     .unwrap_or(f64::NAN);
+                let peak_mib = peak_of(&rs);
                 cost.push(CostRow {
                     dataset: dataset.clone(),
                     model: model.clone(),
                     balancer: name.clone(),
                     step_ms,
                     ratio_vs_static: baseline_ms.map_or(f64::NAN, |base| step_ms / base),
+                    peak_mib,
+                    memory_ratio_vs_static: peak_mib.zip(baseline_peak).map(|(p, b)| p / b),
                 });
                 let mean_of = |pick: &dyn Fn(&RunResult) -> &Vec<f64>| -> Vec<f64> {
                     let n = first.tasks.len();

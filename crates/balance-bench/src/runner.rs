@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use balance::{Balancer, BalancerSpec};
-use balance_harness::data::{census, Dataset, TaskKind};
+use balance_harness::data::{census, csv_schema, Dataset, TaskKind};
 use balance_harness::models::esmm::{Esmm, EsmmConfig};
 use balance_harness::models::ple::{Ple, PleConfig};
 use balance_harness::models::shared_bottom::{SharedBottom, SharedBottomConfig};
@@ -44,6 +44,14 @@ pub fn load_dataset(kind: DatasetKind, experiment: &Experiment) -> Result<(Datas
         DatasetKind::Cascade => synthetic::cascade_scenario(total, 11),
         DatasetKind::Esmm => synthetic::esmm_scenario(total, 11),
         DatasetKind::MmoeSynthetic => synthetic::mmoe_synthetic(total, 0.5, 11),
+        DatasetKind::Csv => {
+            let source = experiment
+                .csv
+                .as_ref()
+                .context("the `csv` dataset needs --csv and --schema")?;
+            let schema = csv_schema::Schema::from_file(&source.schema)?;
+            return Ok(csv_schema::load(&source.data, &schema)?);
+        }
         DatasetKind::Census => {
             let (train, test) =
                 census::ensure_downloaded(&census_cache_dir()).context("fetching Census-Income")?;
@@ -150,6 +158,24 @@ impl MultiTaskModel for Boxed {
     }
 }
 
+/// Resident-set figures of this process, in MiB (Linux; `None` elsewhere).
+fn status_mib(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Resets the process's peak resident set to its current size (Linux `clear_refs` 5); false if unsupported.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// Runs one (dataset, model, seed, balancer).
 #[allow(clippy::too_many_arguments)]
 fn run_one(
@@ -187,8 +213,10 @@ fn run_one(
         device,
     )?;
     let mut recorder = Recorder::default();
+    let baseline_rss = reset_peak_rss().then(|| status_mib("VmRSS:")).flatten();
     let start = Instant::now();
     trainer.run(train, eval, &mut recorder)?;
+    let peak_rss_growth_mib = baseline_rss.and_then(|base| Some(status_mib("VmHWM:")? - base));
     let final_epoch = recorder
         .epochs
         .last()
@@ -204,6 +232,7 @@ fn run_one(
         metrics: final_epoch.metrics,
         initial_weights: recorder.weights.first().cloned().unwrap_or_default(),
         final_weights: trainer.balancer().weights(),
+        peak_rss_growth_mib,
         median_step_ms: crate::stats::median(&recorder.step_seconds).unwrap_or(f64::NAN) * 1e3,
         train_seconds: start.elapsed().as_secs_f64(),
         trajectory_steps: recorder.trajectory_steps,

@@ -170,3 +170,60 @@ fn esmm_on_regression_data_is_a_clear_error() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn csv_with_schema_runs_and_a_bad_csv_names_line_column_and_value() {
+    let dir = scratch("csv");
+    let schema = dir.join("schema.toml");
+    std::fs::write(
+        &schema,
+        "[[features]]\ncolumn = \"x\"\nkind = \"dense\"\n[[features]]\ncolumn = \"c\"\nkind = \"sparse\"\n\
+         [[tasks]]\nname = \"a\"\ncolumn = \"ya\"\nkind = \"binary\"\n[[tasks]]\nname = \"b\"\ncolumn = \"yb\"\nkind = \"binary\"\n",
+    )
+    .unwrap();
+    let mut rows = String::from("x,c,ya,yb\n");
+    for i in 0..400 {
+        let x = (i % 17) as f64 / 17.0;
+        rows.push_str(&format!(
+            "{x},k{},{},{}\n",
+            i % 5,
+            u8::from(x > 0.5),
+            u8::from(i % 5 == 0)
+        ));
+    }
+    let data = dir.join("data.csv");
+    std::fs::write(&data, rows).unwrap();
+    let mut args = vec![
+        "run",
+        "--csv",
+        data.to_str().unwrap(),
+        "--schema",
+        schema.to_str().unwrap(),
+        "--model",
+        "mmoe",
+    ];
+    args.extend_from_slice(TINY);
+    let out = bench(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("| csv | mmoe | static | a | auc |"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    std::fs::write(&data, "x,c,ya,yb\n0.1,k,1,0\nnan?,k,0,1\n0.3,k,1,1\n").unwrap();
+    let out = bench(&[
+        "run",
+        "--csv",
+        data.to_str().unwrap(),
+        "--schema",
+        schema.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("data.csv, line 3, column `x`: value \"nan?\", expected a finite number"),
+        "{stderr}"
+    );
+}

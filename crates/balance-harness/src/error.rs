@@ -21,6 +21,9 @@ pub enum HarnessError {
     /// The balancer failed (its state was rolled back).
     #[error(transparent)]
     Balance(#[from] balance_core::BalanceError),
+    /// A data file could not be read or holds a bad value (the message names file, line, column, value).
+    #[error("bad data: {0}")]
+    BadData(String),
     /// A batch does not fit the model.
     #[error("batch does not fit the model: {0}")]
     BadBatch(String),

@@ -206,6 +206,16 @@ pub struct Trainer<M: MultiTaskModel> {
     state: Progress,
 }
 
+impl<M: MultiTaskModel> std::fmt::Debug for Trainer<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("balancer", &self.balancer)
+            .field("epoch", &self.state.epoch)
+            .field("global_step", &self.state.global_step)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct Progress {
     epoch: usize,

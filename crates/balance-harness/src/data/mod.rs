@@ -1,6 +1,7 @@
 //! Datasets held in memory as tensors, and the sources that produce them.
 
 pub mod census;
+pub mod csv_schema;
 
 use tch::{Kind, Tensor};
 
