@@ -98,7 +98,7 @@ impl Exporter for Markdown {
                 vs
             )?;
         }
-        writeln!(out, "\n## Cost (median step time and peak resident-set growth per run; ratios to `static` in the same process)\n")?;
+        writeln!(out, "\n## Cost (median step time, runs in this process; peak resident-set growth over the first 20 steps, each configuration alone in a child process; ratios to `static`)\n")?;
         writeln!(
             out,
             "| dataset | model | balancer | ms/step | time ratio | peak MiB | memory ratio |"

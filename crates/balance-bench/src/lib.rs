@@ -174,6 +174,10 @@ pub enum ListFormat {
 /// Runs the CLI on the process arguments, prints errors with their cause chain, and returns the exit code
 /// (0 on success, 1 on error, 2 on bad usage).
 pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(PROBE_COMMAND) {
+        return probe_child(args.get(2).map(String::as_str).unwrap_or(""));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -192,6 +196,25 @@ pub fn main() -> ExitCode {
             for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The hidden first argument that turns this process into a memory probe child (see `runner`).
+pub const PROBE_COMMAND: &str = "__probe-memory";
+
+fn probe_child(json: &str) -> ExitCode {
+    let result = serde_json::from_str::<runner::MemoryProbe>(json)
+        .map_err(anyhow::Error::from)
+        .and_then(|probe| runner::probe_memory(&probe));
+    match result {
+        Ok(mib) => {
+            println!("{mib}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("memory probe failed: {err:#}");
             ExitCode::FAILURE
         }
     }

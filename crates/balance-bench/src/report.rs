@@ -30,10 +30,6 @@ pub struct RunResult {
     pub final_weights: Vec<f64>,
     /// Median wall time of a training step, in milliseconds.
     pub median_step_ms: f64,
-    /// Growth of the process's peak resident set during the run (model, optimizer, balancer, activations),
-    /// in MiB; `None` where the OS cannot reset the peak.
-    #[serde(default)]
-    pub peak_rss_growth_mib: Option<f64>,
     /// Wall time of the whole run (training and evaluation), in seconds.
     pub train_seconds: f64,
     /// Steps at which the trajectories were recorded.
@@ -78,7 +74,8 @@ pub struct CostRow {
     pub step_ms: f64,
     /// `step_ms` over the static baseline's, measured in the same process.
     pub ratio_vs_static: f64,
-    /// Median over seeds of the peak resident-set growth during a run, in MiB.
+    /// Growth of the resident-set high-water mark over the first training steps, measured alone in a
+    /// child process (seed 0), in MiB; `None` where it could not be measured.
     pub peak_mib: Option<f64>,
     /// `peak_mib` over the static baseline's.
     pub memory_ratio_vs_static: Option<f64>,
@@ -143,7 +140,13 @@ fn metric_of(m: &TaskMetrics) -> Option<(&'static str, f64)> {
 
 impl Report {
     /// Summarises `runs`.
-    pub fn new(experiment: Experiment, device: String, runs: Vec<RunResult>) -> Self {
+    /// `memory` holds one `(dataset, model, balancer config, peak MiB)` per configuration.
+    pub fn new(
+        experiment: Experiment,
+        device: String,
+        runs: Vec<RunResult>,
+        memory: &[(String, String, String, Option<f64>)],
+    ) -> Self {
         let label = labels(&runs);
         let mut groups: Vec<(String, String)> = Vec::new();
         for r in &runs {
@@ -186,10 +189,13 @@ impl Report {
                     .map(|r| r.median_step_ms)
                     .collect::<Vec<_>>(),
             );
-            let peak_of = |rs: &[&RunResult]| {
-                median(&rs.iter().filter_map(|r| r.peak_rss_growth_mib).collect::<Vec<_>>())
+            let peak_of = |b: &str| {
+                memory
+                    .iter()
+                    .find(|m| &m.0 == dataset && &m.1 == model && m.2 == b)
+                    .and_then(|m| m.3)
             };
-            let baseline_peak = peak_of(&baseline_runs);
+            let baseline_peak = baseline.as_deref().and_then(peak_of);
             for b in &balancers {
                 let rs = of(b);
                 let Some(first) = rs.first() else { continue };
@@ -229,7 +235,7 @@ impl Report {
                 }
                 let step_ms = median(&rs.iter().map(|r| r.median_step_ms).collect::<Vec<_>>())
                     .unwrap_or(f64::NAN);
-                let peak_mib = peak_of(&rs);
+                let peak_mib = peak_of(b);
                 cost.push(CostRow {
                     dataset: dataset.clone(),
                     model: model.clone(),

@@ -171,23 +171,15 @@ fn status_mib(field: &str) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Resets the process's peak resident set to its current size (Linux `clear_refs` 5); false if unsupported.
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// Runs one (dataset, model, seed, balancer).
-#[allow(clippy::too_many_arguments)]
-fn run_one(
+/// A trainer for one (model, balancer, seed) on `train`.
+fn build_trainer(
     experiment: &Experiment,
     device: Device,
-    dataset: DatasetKind,
     model_kind: ModelKind,
     train: &Dataset,
-    eval: &Dataset,
     spec: &BalancerSpec,
     seed: u64,
-) -> Result<RunResult> {
+) -> Result<Trainer<Boxed>> {
     tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(device);
     let model = build_model(model_kind, &vs, train)?;
@@ -204,19 +196,78 @@ fn run_one(
         },
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(
+    Ok(Trainer::new(
         Boxed(model),
         vs.trainable_variables(),
         balancer,
         train.tasks.clone(),
         config,
         device,
+    )?)
+}
+
+/// What a memory probe child process is told to run.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct MemoryProbe {
+    /// The experiment (its settings and data source).
+    pub experiment: Experiment,
+    /// The dataset.
+    pub dataset: DatasetKind,
+    /// The model.
+    pub model: ModelKind,
+    /// The balancer.
+    pub balancer: BalancerSpec,
+}
+
+/// Steps a memory probe trains for (the peak is reached within the first steps).
+const PROBE_STEPS: u64 = 20;
+
+/// Child side of the memory measurement: builds the run, then reports the growth of the resident-set
+/// high-water mark over `PROBE_STEPS` training steps, in MiB.
+pub fn probe_memory(probe: &MemoryProbe) -> Result<f64> {
+    let e = &probe.experiment;
+    tch::set_num_threads(e.threads);
+    let device = parse_device(&e.device)?;
+    let (train, eval) = model_data(probe.model, load_dataset(probe.dataset, e)?)?;
+    let mut trainer = build_trainer(e, device, probe.model, &train, &probe.balancer, 0)?;
+    let before = status_mib("VmRSS:").context("reading /proc/self/status")?;
+    trainer.run_steps(
+        &train,
+        &eval,
+        &mut balance_harness::train::NoObserver,
+        PROBE_STEPS,
     )?;
+    let peak = status_mib("VmHWM:").context("reading /proc/self/status")?;
+    Ok(peak - before)
+}
+
+/// Runs a probe in a child process of this executable (`__probe-memory`); `None` where that fails.
+fn measure_memory(probe: &MemoryProbe) -> Option<f64> {
+    let exe = std::env::current_exe().ok()?;
+    let out = std::process::Command::new(exe)
+        .arg(crate::PROBE_COMMAND)
+        .arg(serde_json::to_string(probe).ok()?)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// Runs one (dataset, model, seed, balancer).
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    experiment: &Experiment,
+    device: Device,
+    dataset: DatasetKind,
+    model_kind: ModelKind,
+    train: &Dataset,
+    eval: &Dataset,
+    spec: &BalancerSpec,
+    seed: u64,
+) -> Result<RunResult> {
+    let mut trainer = build_trainer(experiment, device, model_kind, train, spec, seed)?;
     let mut recorder = Recorder::default();
-    let baseline_rss = reset_peak_rss().then(|| status_mib("VmRSS:")).flatten();
     let start = Instant::now();
     trainer.run(train, eval, &mut recorder)?;
-    let peak_rss_growth_mib = baseline_rss.and_then(|base| Some(status_mib("VmHWM:")? - base));
     let final_epoch = recorder
         .epochs
         .last()
@@ -232,7 +283,6 @@ fn run_one(
         metrics: final_epoch.metrics,
         initial_weights: recorder.weights.first().cloned().unwrap_or_default(),
         final_weights: trainer.balancer().weights(),
-        peak_rss_growth_mib,
         median_step_ms: crate::stats::median(&recorder.step_seconds).unwrap_or(f64::NAN) * 1e3,
         train_seconds: start.elapsed().as_secs_f64(),
         trajectory_steps: recorder.trajectory_steps,
@@ -242,40 +292,51 @@ fn run_one(
 }
 
 /// Runs the whole experiment.
+/// The tasks a model trains on: ESMM takes the first two (binary) tasks, other models all of them.
+fn model_data(model: ModelKind, (train, eval): (Dataset, Dataset)) -> Result<(Dataset, Dataset)> {
+    if model != ModelKind::Esmm {
+        return Ok((train, eval));
+    }
+    if train.tasks.len() < 2
+        || train
+            .tasks
+            .iter()
+            .take(2)
+            .any(|t| t.kind != TaskKind::Binary)
+    {
+        bail!(
+            "model `esmm` needs two binary tasks; the dataset has {:?}",
+            train.tasks
+        );
+    }
+    Ok((first_tasks(&train, 2), first_tasks(&eval, 2)))
+}
+
+/// Runs the whole experiment: every run in this process (so step-time ratios share one process), then
+/// one memory probe per (dataset, model, balancer) in a child process each.
 pub fn run(experiment: &Experiment, progress: &mut dyn Progress) -> Result<Report> {
     experiment.check()?;
     tch::set_num_threads(experiment.threads);
     let device = parse_device(&experiment.device)?;
     let balancers = experiment.resolved_balancers()?;
-    let total =
-        (experiment.datasets.len() * experiment.models.len() * experiment.seeds * balancers.len())
-            as u64;
+    let total = (experiment.datasets.len()
+        * experiment.models.len()
+        * balancers.len()
+        * (experiment.seeds + 1)) as u64;
     progress.start(total);
     let mut runs = Vec::new();
+    let mut memory = Vec::new();
     for &dataset in &experiment.datasets {
-        let (train, eval) = load_dataset(dataset, experiment)?;
+        let loaded = load_dataset(dataset, experiment)?;
         for &model in &experiment.models {
-            let (train, eval) = if model == ModelKind::Esmm {
-                if train.tasks.len() < 2
-                    || train
-                        .tasks
-                        .iter()
-                        .take(2)
-                        .any(|t| t.kind != TaskKind::Binary)
-                {
-                    bail!(
-                        "model `esmm` needs two binary tasks; dataset `{}` has {:?}",
-                        dataset.name(),
-                        train.tasks
-                    );
-                }
-                (first_tasks(&train, 2), first_tasks(&eval, 2))
-            } else {
+            let (train, eval) = model_data(
+                model,
                 (
-                    first_tasks(&train, train.tasks.len()),
-                    first_tasks(&eval, eval.tasks.len()),
-                )
-            };
+                    first_tasks(&loaded.0, loaded.0.tasks.len()),
+                    first_tasks(&loaded.1, loaded.1.tasks.len()),
+                ),
+            )
+            .with_context(|| format!("dataset `{}`", dataset.name()))?;
             for seed in 0..experiment.seeds as u64 {
                 for spec in &balancers {
                     let result = run_one(
@@ -298,9 +359,34 @@ pub fn run(experiment: &Experiment, progress: &mut dyn Progress) -> Result<Repor
                     runs.push(result);
                 }
             }
+            for spec in &balancers {
+                let probe = MemoryProbe {
+                    experiment: experiment.clone(),
+                    dataset,
+                    model,
+                    balancer: spec.clone(),
+                };
+                memory.push((
+                    dataset.name().to_string(),
+                    model.name().to_string(),
+                    spec.to_string(),
+                    measure_memory(&probe),
+                ));
+                progress.finished(&format!(
+                    "{} {} {} memory",
+                    dataset.name(),
+                    model.name(),
+                    spec.method()
+                ));
+            }
         }
     }
-    Ok(Report::new(experiment.clone(), device_name(device), runs))
+    Ok(Report::new(
+        experiment.clone(),
+        device_name(device),
+        runs,
+        &memory,
+    ))
 }
 
 fn device_name(device: Device) -> String {
