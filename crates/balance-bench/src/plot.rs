@@ -47,7 +47,7 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn frame(svg: &mut String, title: &str, x: (f64, f64), y: (f64, f64), x_label: &str) {
+fn frame(svg: &mut String, title: &str, x: Option<(f64, f64)>, y: (f64, f64), x_label: &str) {
     let _ = write!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>"#
@@ -77,6 +77,7 @@ fn frame(svg: &mut String, title: &str, x: (f64, f64), y: (f64, f64), x_label: &
             py + 4.0,
             yv
         );
+        let Some(x) = x else { continue };
         let xv = x.0 + f * (x.1 - x.0);
         let px = PAD + f * (W - 2.0 * PAD);
         let _ = write!(
@@ -100,7 +101,7 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> String {
     let x = bounds(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
     let y = bounds(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
     let mut svg = String::new();
-    frame(&mut svg, title, x, y, x_label);
+    frame(&mut svg, title, Some(x), y, x_label);
     let sx = |v: f64| PAD + (v - x.0) / (x.1 - x.0) * (W - 2.0 * PAD);
     let sy = |v: f64| H - PAD - (v - y.0) / (y.1 - y.0) * (H - 2.0 * PAD);
     for (i, s) in series.iter().enumerate() {
@@ -143,7 +144,7 @@ pub fn interval_chart(title: &str, groups: &[IntervalGroup]) -> String {
     );
     let slots: usize = groups.iter().map(|g| g.1.len() + 1).sum::<usize>().max(1);
     let mut svg = String::new();
-    frame(&mut svg, title, (0.0, slots as f64), y, "task / balancer");
+    frame(&mut svg, title, None, y, "task / balancer");
     let sy = |v: f64| H - PAD - (v - y.0) / (y.1 - y.0) * (H - 2.0 * PAD);
     let step = (W - 2.0 * PAD) / slots as f64;
     let mut slot = 0.5;
