@@ -22,6 +22,32 @@
 //! assert!(err.to_string().contains("did you mean `loss_norm`?"));
 //! ```
 //!
+//! Train your own tch model with GradNorm (the model names its shared layers; GradNorm does the rest):
+//!
+//! ```
+//! use balance::{Balancer, BalancerSpec, SharedParts};
+//! use tch::{nn, nn::Module, nn::OptimizerConfig, Device, Kind, Tensor};
+//!
+//! let vs = nn::VarStore::new(Device::Cpu);
+//! let shared = nn::seq().add(nn::linear(vs.root() / "shared" / "l1", 4, 16, Default::default()))
+//!     .add_fn(|x| x.relu()).add(nn::linear(vs.root() / "shared" / "l2", 16, 8, Default::default()));
+//! let heads = [nn::linear(vs.root() / "ctr", 8, 1, Default::default()),
+//!              nn::linear(vs.root() / "cvr", 8, 1, Default::default())];
+//! let parts = SharedParts::from_var_store(&vs, &["shared"], Some("shared.l2"));
+//! let spec: BalancerSpec = r#"{"method": "grad_norm", "alpha": 1.5}"#.parse().unwrap();
+//! let mut balancer = Balancer::from_spec(&spec, &["ctr", "cvr"]).unwrap();
+//! let mut opt = nn::Adam::default().build(&vs, 1e-3).unwrap();
+//! for _ in 0..5 {
+//!     let (x, y) = (Tensor::randn([32, 4], (Kind::Float, Device::Cpu)), Tensor::rand([32, 1], (Kind::Float, Device::Cpu)).round());
+//!     let z = shared.forward(&x);
+//!     let losses: Vec<Tensor> = heads.iter().map(|h| h.forward(&z).binary_cross_entropy_with_logits::<Tensor>(&y, None, None, tch::Reduction::Mean)).collect();
+//!     opt.zero_grad();
+//!     balancer.backward(&losses, &parts, Some(&z)).unwrap(); // sets every gradient
+//!     opt.step();
+//! }
+//! assert!((balancer.weights().iter().sum::<f64>() - 2.0).abs() < 1e-6); // GradNorm keeps sum(w) = T
+//! ```
+//!
 //! One training step with a balancer (a toy two-task model):
 //!
 //! ```

@@ -37,14 +37,14 @@ impl DatasetKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
-    /// MMoE: 4 experts [64, 32], towers [32].
+    /// MMoE: 4 experts `[64, 32]`, towers `[32]`.
     Mmoe,
-    /// ESMM: CTR and CVR towers [64, 32] over shared embeddings (the first two tasks).
+    /// ESMM: CTR and CVR towers `[64, 32]` over shared embeddings (the first two tasks).
     Esmm,
-    /// Shared-Bottom: bottom [128, 32], towers [16].
+    /// Shared-Bottom: bottom `[128, 32]`, towers `[16]`.
     #[value(name = "shared_bottom")]
     SharedBottom,
-    /// PLE: 2 levels, 2 shared and 1 task expert [64, 32] each, towers [16].
+    /// PLE: 2 levels, 2 shared and 1 task expert `[64, 32]` each, towers `[16]`.
     Ple,
 }
 

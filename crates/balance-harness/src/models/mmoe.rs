@@ -23,7 +23,7 @@ pub struct MmoeConfig {
 }
 
 impl MmoeConfig {
-    /// GUIDE section 5's benchmark MMoE: 4 experts with hidden layers [64, 32] (ReLU), towers [32].
+    /// GUIDE section 5's benchmark MMoE: 4 experts with hidden layers `[64, 32]` (ReLU), towers `[32]`.
     pub fn bench() -> Self {
         Self {
             experts: 4,
