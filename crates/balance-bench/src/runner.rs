@@ -13,7 +13,7 @@ use balance_harness::optim::AdamConfig;
 use balance_harness::synthetic;
 use balance_harness::train::{EpochReport, Observer, StepEvent, TrainConfig, Trainer};
 use balance_harness::{Mmoe, MmoeConfig, MultiTaskModel};
-use tch::{nn, Device};
+use tch::{nn, Device, Tensor};
 
 use crate::experiment::{parse_device, DatasetKind, Experiment, ModelKind};
 use crate::report::{Report, RunResult};
@@ -66,9 +66,8 @@ pub fn load_dataset(kind: DatasetKind, experiment: &Experiment) -> Result<(Datas
 fn first_tasks(data: &Dataset, n: usize) -> Dataset {
     Dataset {
         examples: balance_harness::Batch {
-            dense: data.examples.dense.shallow_clone(),
-            sparse: data.examples.sparse.shallow_clone(),
             labels: data.examples.labels.narrow(1, 0, n as i64),
+            ..data.examples.map(Tensor::shallow_clone)
         },
         input: data.input.clone(),
         tasks: data.tasks[..n].to_vec(),

@@ -2,14 +2,17 @@
 
 use tch::{Device, Tensor};
 
-/// Dense features `[B, D]` (float), sparse ids `[B, S]` (int64, one id per categorical feature) and
-/// labels `[B, T]` (float, one column per task).
+/// Dense features `[B, D]` (float), sparse ids `[B, S]` (int64, one id per categorical feature), one
+/// `[B, L]` id tensor per sequence feature (int64, `-1` pads) and labels `[B, T]` (float, one column per
+/// task).
 #[derive(Debug)]
 pub struct Batch {
     /// Dense features.
     pub dense: Tensor,
     /// Categorical ids.
     pub sparse: Tensor,
+    /// Sequence features, each `[B, L]` with `-1` as padding.
+    pub sequences: Vec<Tensor>,
     /// Labels.
     pub labels: Tensor,
 }
@@ -25,13 +28,19 @@ impl Batch {
         self.len() == 0
     }
 
+    /// The batch with `f` applied to every tensor (rows selected, moved...).
+    pub fn map(&self, f: impl Fn(&Tensor) -> Tensor) -> Batch {
+        Batch {
+            dense: f(&self.dense),
+            sparse: f(&self.sparse),
+            sequences: self.sequences.iter().map(&f).collect(),
+            labels: f(&self.labels),
+        }
+    }
+
     /// The same batch on `device`.
     pub fn to_device(&self, device: Device) -> Batch {
-        Batch {
-            dense: self.dense.to_device(device),
-            sparse: self.sparse.to_device(device),
-            labels: self.labels.to_device(device),
-        }
+        self.map(|t| t.to_device(device))
     }
 
     /// Task `t`'s labels as `[B, 1]`.

@@ -1,4 +1,6 @@
-//! Turning a [`Batch`]'s dense features and categorical ids into one input vector per example.
+//! Turning a [`Batch`]'s features into one input vector per example: dense numbers, categorical ids
+//! (embedded), and variable-length id sequences (embedded and pooled). Embedding tables can be shared
+//! between features.
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -6,69 +8,140 @@ use tch::{nn, Kind, Tensor};
 use crate::batch::Batch;
 use crate::error::{HarnessError, Result};
 
-/// The input features: `dense` numeric columns and one categorical column per entry of `vocab_sizes`,
-/// each embedded in `embedding_dim` dimensions.
+/// How a sequence's embeddings are pooled into one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// The mean over the sequence's ids (an empty sequence gives zeros).
+    #[default]
+    Mean,
+    /// The sum over the sequence's ids.
+    Sum,
+}
+
+/// A variable-length list of ids (for example the items a user clicked), embedded and pooled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceFeature {
+    /// Vocabulary size of its own table (ignored when it shares one).
+    pub vocab_size: i64,
+    /// Pooling.
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// Use the embedding table of this categorical feature (index into `vocab_sizes`) instead of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shares_table_of: Option<usize>,
+}
+
+/// The input features: `dense` numeric columns, one categorical column per entry of `vocab_sizes`, and
+/// the `sequences`; every embedding is `embedding_dim` wide.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputConfig {
     /// Number of dense features.
     pub dense: i64,
     /// Vocabulary size of each categorical feature.
     pub vocab_sizes: Vec<i64>,
-    /// Embedding width (shared by every categorical feature).
+    /// Embedding width (shared by every categorical and sequence feature).
     pub embedding_dim: i64,
+    /// For each categorical feature, the categorical feature whose table it uses (default: its own).
+    /// `[0, 0, 2]`: features 0 and 1 share one table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<Vec<usize>>,
+    /// Sequence features.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequences: Vec<SequenceFeature>,
 }
 
 impl InputConfig {
-    /// Width of the encoded input: `dense + len(vocab_sizes) * embedding_dim`.
+    /// Width of the encoded input: `dense + (categorical + sequence features) * embedding_dim`.
     pub fn output_dim(&self) -> i64 {
-        self.dense + self.vocab_sizes.len() as i64 * self.embedding_dim
+        self.dense + (self.vocab_sizes.len() + self.sequences.len()) as i64 * self.embedding_dim
+    }
+
+    /// The table each categorical feature uses.
+    fn table_of(&self, feature: usize) -> usize {
+        self.tables
+            .as_ref()
+            .and_then(|t| t.get(feature).copied())
+            .unwrap_or(feature)
     }
 
     /// Checks every field.
     pub fn check(&self) -> Result<()> {
+        let bad = |field: String, value: String, expected: &str| {
+            Err(HarnessError::invalid("input", field, value, expected))
+        };
         if self.dense < 0 {
-            return Err(HarnessError::invalid(
-                "input",
-                "dense",
-                self.dense,
-                "a count >= 0",
-            ));
+            return bad("dense".into(), self.dense.to_string(), "a count >= 0");
         }
         if let Some((i, v)) = self.vocab_sizes.iter().enumerate().find(|(_, v)| **v < 1) {
-            return Err(HarnessError::invalid(
-                "input",
-                format!("vocab_sizes[{i}]"),
-                v,
-                "a size >= 1",
-            ));
+            return bad(format!("vocab_sizes[{i}]"), v.to_string(), "a size >= 1");
         }
-        if !self.vocab_sizes.is_empty() && self.embedding_dim < 1 {
-            return Err(HarnessError::invalid(
-                "input",
-                "embedding_dim",
-                self.embedding_dim,
+        let embedded = !self.vocab_sizes.is_empty() || !self.sequences.is_empty();
+        if embedded && self.embedding_dim < 1 {
+            return bad(
+                "embedding_dim".into(),
+                self.embedding_dim.to_string(),
                 "a width >= 1",
-            ));
+            );
+        }
+        let n = self.vocab_sizes.len();
+        if let Some(tables) = &self.tables {
+            if tables.len() != n {
+                return bad(
+                    "tables".into(),
+                    format!("{tables:?}"),
+                    &format!("one entry per categorical feature ({n})"),
+                );
+            }
+            for (i, &t) in tables.iter().enumerate() {
+                if t >= n || tables[t] != t {
+                    return bad(
+                        format!("tables[{i}]"),
+                        t.to_string(),
+                        "a categorical feature that uses its own table",
+                    );
+                }
+            }
+        }
+        for (i, s) in self.sequences.iter().enumerate() {
+            match s.shares_table_of {
+                Some(k) if k >= n || self.table_of(k) != k => {
+                    return bad(
+                        format!("sequences[{i}].shares_table_of"),
+                        k.to_string(),
+                        "a categorical feature that uses its own table",
+                    );
+                }
+                None if s.vocab_size < 1 => {
+                    return bad(
+                        format!("sequences[{i}].vocab_size"),
+                        s.vocab_size.to_string(),
+                        "a size >= 1",
+                    );
+                }
+                _ => {}
+            }
         }
         if self.output_dim() == 0 {
-            return Err(HarnessError::invalid(
-                "input",
-                "dense",
-                self.dense,
+            return bad(
+                "dense".into(),
+                self.dense.to_string(),
                 "at least one feature",
-            ));
+            );
         }
         Ok(())
     }
 }
 
-/// Embeds categorical ids (all features in one table, offset per feature: one lookup per batch) and
-/// concatenates them after the dense features.
+/// Embeds categorical ids and sequences from one fused table (each feature at its table's offset: one
+/// lookup per batch for all categorical features) and concatenates them after the dense features.
 #[derive(Debug)]
 pub struct InputEncoder {
     table: Option<Tensor>,
     offsets: Tensor,
+    sequence_offsets: Vec<i64>,
     config: InputConfig,
 }
 
@@ -76,7 +149,38 @@ impl InputEncoder {
     /// Creates the embedding table under `path/table`.
     pub fn new(path: &nn::Path, config: &InputConfig) -> Result<Self> {
         config.check()?;
-        let total: i64 = config.vocab_sizes.iter().sum();
+        // Table t of categorical feature t (when it uses its own) is as large as the largest vocabulary
+        // of the features and sequences that use it.
+        let n = config.vocab_sizes.len();
+        let mut size: Vec<i64> = vec![0; n];
+        for j in 0..n {
+            let t = config.table_of(j);
+            size[t] = size[t].max(config.vocab_sizes[j]);
+        }
+        for s in &config.sequences {
+            if let Some(k) = s.shares_table_of {
+                size[k] = size[k].max(s.vocab_size);
+            }
+        }
+        let mut start = vec![0i64; n];
+        let mut total = 0i64;
+        for t in 0..n {
+            if config.table_of(t) == t {
+                start[t] = total;
+                total += size[t];
+            }
+        }
+        let offsets: Vec<i64> = (0..n).map(|j| start[config.table_of(j)]).collect();
+        let mut sequence_offsets = Vec::with_capacity(config.sequences.len());
+        for s in &config.sequences {
+            match s.shares_table_of {
+                Some(k) => sequence_offsets.push(start[k]),
+                None => {
+                    sequence_offsets.push(total);
+                    total += s.vocab_size;
+                }
+            }
+        }
         let table = (total > 0).then(|| {
             path.var(
                 "table",
@@ -87,15 +191,10 @@ impl InputEncoder {
                 },
             )
         });
-        let mut offsets = Vec::with_capacity(config.vocab_sizes.len());
-        let mut acc = 0i64;
-        for v in &config.vocab_sizes {
-            offsets.push(acc);
-            acc += v;
-        }
         Ok(Self {
             table,
             offsets: Tensor::from_slice(&offsets).to_device(path.device()),
+            sequence_offsets,
             config: config.clone(),
         })
     }
@@ -109,7 +208,7 @@ impl InputEncoder {
     pub fn forward(&self, batch: &Batch) -> Result<Tensor> {
         let features = self.config.vocab_sizes.len() as i64;
         let b = batch.len();
-        let mut parts = Vec::with_capacity(2);
+        let mut parts = Vec::with_capacity(2 + self.config.sequences.len());
         if self.config.dense > 0 {
             if batch.dense.size() != [b, self.config.dense] {
                 return Err(HarnessError::BadBatch(format!(
@@ -120,7 +219,7 @@ impl InputEncoder {
             }
             parts.push(batch.dense.to_kind(Kind::Float));
         }
-        if let Some(table) = &self.table {
+        if let (Some(table), true) = (&self.table, features > 0) {
             if batch.sparse.size() != [b, features] {
                 return Err(HarnessError::BadBatch(format!(
                     "categorical ids have shape {:?}, expected [{b}, {features}]",
@@ -131,6 +230,151 @@ impl InputEncoder {
             let embedded = Tensor::embedding(table, &ids, -1, false, false);
             parts.push(embedded.reshape([b, features * self.config.embedding_dim]));
         }
+        if batch.sequences.len() != self.config.sequences.len() {
+            return Err(HarnessError::BadBatch(format!(
+                "{} sequence features, expected {}",
+                batch.sequences.len(),
+                self.config.sequences.len()
+            )));
+        }
+        if let Some(table) = &self.table {
+            for ((ids, feature), &offset) in batch
+                .sequences
+                .iter()
+                .zip(&self.config.sequences)
+                .zip(&self.sequence_offsets)
+            {
+                if ids.dim() != 2 || ids.size()[0] != b {
+                    return Err(HarnessError::BadBatch(format!(
+                        "a sequence feature has shape {:?}, expected [{b}, L]",
+                        ids.size()
+                    )));
+                }
+                let valid = ids.ge(0).to_kind(Kind::Float).unsqueeze(-1); // [B, L, 1]
+                let embedded =
+                    Tensor::embedding(table, &(ids.clamp_min(0) + offset), -1, false, false)
+                        * &valid;
+                let sum = embedded.sum_dim_intlist([1i64].as_slice(), false, Kind::Float); // [B, D]
+                parts.push(match feature.pooling {
+                    Pooling::Sum => sum,
+                    Pooling::Mean => {
+                        sum / valid
+                            .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+                            .clamp_min(1.0)
+                    }
+                });
+            }
+        }
         Ok(Tensor::cat(&parts, 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn batch(sparse: &[i64], sequences: Vec<Tensor>) -> Batch {
+        let b = sparse.len() as i64 / 2;
+        Batch {
+            dense: Tensor::zeros([b, 0], (Kind::Float, Device::Cpu)),
+            sparse: Tensor::from_slice(sparse).view([b, 2]),
+            sequences,
+            labels: Tensor::zeros([b, 1], (Kind::Float, Device::Cpu)),
+        }
+    }
+
+    #[test]
+    fn shared_tables_embed_one_id_identically_and_sequences_pool() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let config = InputConfig {
+            dense: 0,
+            vocab_sizes: vec![10, 10],
+            embedding_dim: 3,
+            tables: Some(vec![0, 0]),
+            sequences: vec![
+                SequenceFeature {
+                    vocab_size: 0,
+                    pooling: Pooling::Mean,
+                    shares_table_of: Some(0),
+                },
+                SequenceFeature {
+                    vocab_size: 5,
+                    pooling: Pooling::Sum,
+                    shares_table_of: None,
+                },
+            ],
+        };
+        let enc = InputEncoder::new(&vs.root(), &config).unwrap();
+        assert_eq!(enc.output_dim(), 12);
+        // One table of 10 rows (shared by both categorical features and the first sequence) plus 5.
+        assert_eq!(vs.variables()["table"].size(), vec![15, 3]);
+        let seq_a = Tensor::from_slice(&[4i64, 7, -1, -1, -1, -1]).view([2, 3]);
+        let seq_b = Tensor::from_slice(&[1i64, 1, 2, 0, -1, -1]).view([2, 3]);
+        let out = enc
+            .forward(&batch(&[4, 4, 7, 2], vec![seq_a, seq_b]))
+            .unwrap();
+        let table = vs.variables()["table"].shallow_clone();
+        let row = |i: i64| table.get(i);
+        // Features 0 and 1 share a table: id 4 gives the same embedding in both.
+        assert!(out
+            .get(0)
+            .narrow(0, 0, 3)
+            .equal(&out.get(0).narrow(0, 3, 3)));
+        // Mean of ids 4 and 7 in the shared table; an all-padding sequence gives zeros.
+        let mean = (row(4) + row(7)) / 2.0;
+        assert!(
+            (out.get(0).narrow(0, 6, 3) - mean)
+                .abs()
+                .max()
+                .double_value(&[])
+                < 1e-6
+        );
+        assert_eq!(
+            out.get(1)
+                .narrow(0, 6, 3)
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[]),
+            0.0
+        );
+        // Sum pooling in the sequence's own table (offset 10).
+        let sum = row(11) + row(11) + row(12);
+        assert!(
+            (out.get(0).narrow(0, 9, 3) - sum)
+                .abs()
+                .max()
+                .double_value(&[])
+                < 1e-6
+        );
+    }
+
+    #[test]
+    fn invalid_sharing_is_named() {
+        let config = InputConfig {
+            dense: 1,
+            vocab_sizes: vec![3, 3],
+            embedding_dim: 2,
+            tables: Some(vec![1, 0]),
+            sequences: vec![],
+        };
+        let err = config.check().unwrap_err().to_string();
+        assert_eq!(err, "invalid input config: field `tables[0]` = 1, expected a categorical feature that uses its own table");
+        let config = InputConfig {
+            dense: 1,
+            vocab_sizes: vec![3],
+            embedding_dim: 2,
+            tables: None,
+            sequences: vec![SequenceFeature {
+                vocab_size: 4,
+                pooling: Pooling::Mean,
+                shares_table_of: Some(5),
+            }],
+        };
+        let err = config.check().unwrap_err().to_string();
+        assert!(
+            err.contains("field `sequences[0].shares_table_of` = 5"),
+            "{err}"
+        );
     }
 }

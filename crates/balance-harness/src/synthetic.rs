@@ -58,6 +58,7 @@ pub fn bench_input() -> InputConfig {
         dense: 8,
         vocab_sizes: vec![1000; 4],
         embedding_dim: 16,
+        ..Default::default()
     }
 }
 
@@ -136,6 +137,7 @@ pub fn cascade_with_rates(rows: usize, rates: &[f64], seed: u64) -> Batch {
     Batch {
         dense: Tensor::from_slice(&dense).reshape([rows as i64, dense_n as i64]),
         sparse: Tensor::from_slice(&ids).reshape([rows as i64, cats as i64]),
+        sequences: Vec::new(),
         labels: Tensor::from_slice(&labels)
             .reshape([rows as i64, stages as i64])
             .to_kind(Kind::Float),
@@ -214,12 +216,14 @@ pub fn mmoe_synthetic(rows: usize, correlation: f64, seed: u64) -> Dataset {
         examples: Batch {
             dense: Tensor::from_slice(&dense).reshape([rows as i64, D as i64]),
             sparse: Tensor::zeros([rows as i64, 0], (Kind::Int64, tch::Device::Cpu)),
+            sequences: Vec::new(),
             labels: Tensor::from_slice(&labels).reshape([rows as i64, 2]),
         },
         input: InputConfig {
             dense: D as i64,
             vocab_sizes: vec![],
             embedding_dim: 0,
+            ..Default::default()
         },
         tasks: vec![Task::regression("task1"), Task::regression("task2")],
     }

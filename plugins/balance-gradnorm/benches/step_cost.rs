@@ -62,11 +62,7 @@ impl Run {
         let parts = model.shared_parts();
         let n = pool.len() / batch;
         let batches = (0..n)
-            .map(|i| Batch {
-                dense: pool.dense.narrow(0, i * batch, batch),
-                sparse: pool.sparse.narrow(0, i * batch, batch),
-                labels: pool.labels.narrow(0, i * batch, batch),
-            })
+            .map(|i| pool.map(|t| t.narrow(0, i * batch, batch)))
             .collect();
         Run {
             model,

@@ -376,6 +376,7 @@ pub fn load(train_csv: &Path, test_csv: &Path, tasks: &[CensusTask]) -> Result<(
         dense: CONTINUOUS_COLUMNS.len() as i64,
         vocab_sizes: vocabs.iter().map(|v| v.len() as i64 + 1).collect(),
         embedding_dim: EMBEDDING_DIM,
+        ..Default::default()
     };
     let task_list: Vec<Task> = tasks.iter().map(|t| Task::binary(t.name())).collect();
     Ok((
@@ -548,6 +549,7 @@ impl Encoded {
         let examples = Batch {
             dense: Tensor::from_slice(&self.dense).view([n, input.dense]),
             sparse: Tensor::from_slice(&self.sparse).view([n, input.vocab_sizes.len() as i64]),
+            sequences: Vec::new(),
             labels: Tensor::from_slice(&self.labels).view([n, tasks.len() as i64]),
         };
         Dataset {

@@ -38,7 +38,7 @@ use tch::Tensor;
 use crate::batch::Batch;
 use crate::data::{Dataset, Task, TaskKind};
 use crate::error::{HarnessError, Result};
-use crate::input::InputConfig;
+use crate::input::{InputConfig, Pooling, SequenceFeature};
 
 /// How a column becomes a feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +48,8 @@ pub enum FeatureKind {
     Dense,
     /// A category, embedded.
     Sparse,
+    /// A list of categories in one field (split on `separator`), embedded and pooled.
+    Sequence,
 }
 
 /// One feature column.
@@ -58,6 +60,18 @@ pub struct FeatureColumn {
     pub column: String,
     /// Its kind.
     pub kind: FeatureKind,
+    /// Sequence features: the separator between ids in the field (default `|`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub separator: Option<String>,
+    /// Sequence features: at most this many ids are kept, the first ones (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_len: Option<usize>,
+    /// Sequence features: how the ids' embeddings are pooled (default `mean`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<Pooling>,
+    /// Sparse and sequence features: embed with the table of this sparse column (one vocabulary for both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shares_table_with: Option<String>,
 }
 
 /// One task and the rule that makes its label.
@@ -159,6 +173,38 @@ impl Schema {
                 "a width >= 1",
             ));
         }
+        for (i, f) in self.features.iter().enumerate() {
+            if let Some(owner) = &f.shares_table_with {
+                let target = self.features.iter().find(|g| &g.column == owner);
+                let valid = f.kind != FeatureKind::Dense
+                    && target.is_some_and(|g| {
+                        g.kind == FeatureKind::Sparse
+                            && g.shares_table_with.is_none()
+                            && g.column != f.column
+                    });
+                if !valid {
+                    return Err(schema_error(path, &format!("features[{i}].shares_table_with"), owner, "a sparse column (that does not itself share) for a sparse or sequence feature"));
+                }
+            }
+            if f.kind != FeatureKind::Sequence
+                && (f.separator.is_some() || f.max_len.is_some() || f.pooling.is_some())
+            {
+                return Err(schema_error(
+                    path,
+                    &format!("features[{i}]"),
+                    &f.column,
+                    "separator, max_len and pooling only on sequence features",
+                ));
+            }
+            if f.max_len == Some(0) {
+                return Err(schema_error(
+                    path,
+                    &format!("features[{i}].max_len"),
+                    0,
+                    "at least 1",
+                ));
+            }
+        }
         for (i, t) in self.tasks.iter().enumerate() {
             if t.kind == TaskKind::Regression && t.positive.is_some() {
                 return Err(schema_error(
@@ -220,6 +266,12 @@ pub fn load(csv_path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
         .filter(|f| f.kind == FeatureKind::Sparse)
         .map(|f| Ok((index(&f.column)?, f.column.as_str())))
         .collect::<Result<_>>()?;
+    let sequence_cols: Vec<(usize, &FeatureColumn)> = schema
+        .features
+        .iter()
+        .filter(|f| f.kind == FeatureKind::Sequence)
+        .map(|f| Ok((index(&f.column)?, f)))
+        .collect::<Result<_>>()?;
     let task_cols: Vec<usize> = schema
         .tasks
         .iter()
@@ -228,6 +280,7 @@ pub fn load(csv_path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
 
     let mut dense: Vec<f64> = Vec::new();
     let mut raw_sparse: Vec<String> = Vec::new();
+    let mut raw_sequences: Vec<Vec<String>> = Vec::new();
     let mut labels: Vec<f32> = Vec::new();
     let mut rows = 0usize;
     for (i, record) in reader.records().enumerate() {
@@ -248,6 +301,19 @@ pub fn load(csv_path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
         }
         for &(c, _) in &sparse_cols {
             raw_sparse.push(field(c).to_string());
+        }
+        for &(c, f) in &sequence_cols {
+            let separator = f.separator.as_deref().unwrap_or("|");
+            let max_len = f.max_len.unwrap_or(50);
+            raw_sequences.push(
+                field(c)
+                    .split(separator)
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .take(max_len)
+                    .map(str::to_string)
+                    .collect(),
+            );
         }
         for (task, &c) in schema.tasks.iter().zip(&task_cols) {
             let v = field(c);
@@ -298,36 +364,93 @@ pub fn load(csv_path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
             };
         }
     }
-    // Vocabularies from the training rows: ids 1.. in order of appearance, 0 for unseen.
+    // Vocabularies from the training rows: ids 1.. in order of appearance, 0 for unseen. A feature that
+    // shares a table shares its owner's vocabulary.
     let s = sparse_cols.len();
-    let mut vocab_sizes = Vec::with_capacity(s);
-    let mut ids = vec![0i64; rows * s];
-    for j in 0..s {
-        let mut vocab: HashMap<&str, i64> = HashMap::new();
-        for r in 0..train_rows {
-            let next = vocab.len() as i64 + 1;
-            ids[r * s + j] = *vocab.entry(raw_sparse[r * s + j].as_str()).or_insert(next);
+    let q = sequence_cols.len();
+    let owner_of = |column: &str| -> Option<usize> {
+        sparse_cols.iter().position(|(_, name)| *name == column)
+    };
+    let sparse_table: Vec<usize> = sparse_cols
+        .iter()
+        .enumerate()
+        .map(|(j, (_, name))| {
+            let f = schema.features.iter().find(|f| f.column == *name);
+            f.and_then(|f| f.shares_table_with.as_deref())
+                .and_then(owner_of)
+                .unwrap_or(j)
+        })
+        .collect();
+    let sequence_table: Vec<Option<usize>> = sequence_cols
+        .iter()
+        .map(|(_, f)| f.shares_table_with.as_deref().and_then(owner_of))
+        .collect();
+    // Vocabulary k < s: the table of sparse column k; s + i: sequence i's own.
+    let mut vocabs: Vec<HashMap<String, i64>> = vec![HashMap::new(); s + q];
+    let seq_vocab = |i: usize| sequence_table[i].unwrap_or(s + i);
+    for r in 0..train_rows {
+        for j in 0..s {
+            let v = &mut vocabs[sparse_table[j]];
+            let next = v.len() as i64 + 1;
+            v.entry(raw_sparse[r * s + j].clone()).or_insert(next);
         }
-        for r in train_rows..rows {
-            ids[r * s + j] = vocab
-                .get(raw_sparse[r * s + j].as_str())
-                .copied()
-                .unwrap_or(0);
+        for i in 0..q {
+            let v = &mut vocabs[seq_vocab(i)];
+            for token in &raw_sequences[r * q + i] {
+                let next = v.len() as i64 + 1;
+                v.entry(token.clone()).or_insert(next);
+            }
         }
-        vocab_sizes.push(vocab.len() as i64 + 1);
     }
+    let ids: Vec<i64> = (0..rows * s)
+        .map(|k| {
+            vocabs[sparse_table[k % s]]
+                .get(&raw_sparse[k])
+                .copied()
+                .unwrap_or(0)
+        })
+        .collect();
+    let vocab_sizes: Vec<i64> = (0..s)
+        .map(|j| vocabs[sparse_table[j]].len() as i64 + 1)
+        .collect();
+    let mut sequences = Vec::with_capacity(q);
+    let mut sequence_features = Vec::with_capacity(q);
+    for i in 0..q {
+        let longest = (0..rows)
+            .map(|r| raw_sequences[r * q + i].len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut padded = vec![-1i64; rows * longest];
+        for r in 0..rows {
+            for (k, token) in raw_sequences[r * q + i].iter().enumerate() {
+                padded[r * longest + k] = vocabs[seq_vocab(i)].get(token).copied().unwrap_or(0);
+            }
+        }
+        sequences.push(Tensor::from_slice(&padded).reshape([rows as i64, longest as i64]));
+        let (_, f) = sequence_cols[i];
+        sequence_features.push(SequenceFeature {
+            vocab_size: vocabs[seq_vocab(i)].len() as i64 + 1,
+            pooling: f.pooling.unwrap_or_default(),
+            shares_table_of: sequence_table[i],
+        });
+    }
+    let shared = sparse_table.iter().enumerate().any(|(j, &t)| t != j);
     let dense32: Vec<f32> = dense.iter().map(|&x| x as f32).collect();
     let t = schema.tasks.len();
     let all = Dataset {
         examples: Batch {
             dense: Tensor::from_slice(&dense32).reshape([rows as i64, d as i64]),
             sparse: Tensor::from_slice(&ids).reshape([rows as i64, s as i64]),
+            sequences,
             labels: Tensor::from_slice(&labels).reshape([rows as i64, t as i64]),
         },
         input: InputConfig {
             dense: d as i64,
             vocab_sizes,
             embedding_dim: schema.embedding_dim,
+            tables: shared.then_some(sparse_table),
+            sequences: sequence_features,
         },
         tasks: schema
             .tasks
@@ -427,7 +550,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("unknown variant `image`, expected `dense` or `sparse`"),
+            err.contains("unknown variant `image`, expected one of `dense`, `sparse`, `sequence`"),
             "{err}"
         );
         let err = Schema::from_file(&scratch(
@@ -438,6 +561,75 @@ mod tests {
         .to_string();
         assert!(
             err.contains("field `holdout") && err.contains("= 1.5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sequences_and_shared_tables_share_one_vocabulary() {
+        let schema = Schema::from_file(&scratch(
+            "seq.toml",
+            r#"
+            holdout = 0.25
+            [[features]]
+            column = "item"
+            kind = "sparse"
+            [[features]]
+            column = "history"
+            kind = "sequence"
+            separator = ";"
+            pooling = "sum"
+            shares_table_with = "item"
+            [[tasks]]
+            name = "click"
+            column = "y"
+            kind = "binary"
+        "#,
+        ))
+        .unwrap();
+        let csv = scratch(
+            "seq.csv",
+            "item,history,y\na,b;c,1\nb,,0\nc,a;a;b,1\nd,z;a,0\n",
+        );
+        let (train, eval) = load(&csv, &schema).unwrap();
+        // One vocabulary for item and history, from the training rows: a=1, b=2, c=3 (unseen -> 0).
+        assert_eq!(train.input.vocab_sizes, vec![4]);
+        assert_eq!(train.input.sequences[0].shares_table_of, Some(0));
+        assert_eq!(train.input.sequences[0].pooling, crate::input::Pooling::Sum);
+        assert_eq!(
+            Vec::<i64>::try_from(train.examples.sparse.reshape([-1])).unwrap(),
+            vec![1, 2, 3]
+        );
+        let history = Vec::<i64>::try_from(train.examples.sequences[0].reshape([-1])).unwrap();
+        assert_eq!(history, vec![2, 3, -1, -1, -1, -1, 1, 1, 2]); // padded to the longest (3)
+        let held_out = Vec::<i64>::try_from(eval.examples.sequences[0].reshape([-1])).unwrap();
+        assert_eq!(held_out, vec![0, 1, -1]); // z unseen
+                                              // The encoder accepts it.
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let enc = crate::input::InputEncoder::new(&vs.root(), &train.input).unwrap();
+        assert_eq!(enc.forward(&train.examples).unwrap().size(), vec![3, 16]);
+    }
+
+    #[test]
+    fn sharing_with_a_missing_or_dense_column_is_a_schema_error() {
+        let text = r#"
+            [[features]]
+            column = "x"
+            kind = "dense"
+            [[features]]
+            column = "h"
+            kind = "sequence"
+            shares_table_with = "x"
+            [[tasks]]
+            name = "t"
+            column = "y"
+            kind = "binary"
+        "#;
+        let err = Schema::from_file(&scratch("share.toml", text))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("features[1].shares_table_with") && err.contains("a sparse column"),
             "{err}"
         );
     }

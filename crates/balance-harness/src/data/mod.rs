@@ -70,11 +70,7 @@ impl Dataset {
 
     /// The examples at `indices` (an int64 tensor), as one batch.
     pub fn gather(&self, indices: &Tensor) -> Batch {
-        Batch {
-            dense: self.examples.dense.index_select(0, indices),
-            sparse: self.examples.sparse.index_select(0, indices),
-            labels: self.examples.labels.index_select(0, indices),
-        }
+        self.examples.map(|t| t.index_select(0, indices))
     }
 
     /// Splits into the first `n` examples and the rest (views, no copy): train and held-out sets drawn
@@ -82,11 +78,7 @@ impl Dataset {
     pub fn split_at(&self, n: i64) -> (Dataset, Dataset) {
         let n = n.clamp(0, self.len());
         let part = |start: i64, len: i64| Dataset {
-            examples: Batch {
-                dense: self.examples.dense.narrow(0, start, len),
-                sparse: self.examples.sparse.narrow(0, start, len),
-                labels: self.examples.labels.narrow(0, start, len),
-            },
+            examples: self.examples.map(|t| t.narrow(0, start, len)),
             input: self.input.clone(),
             tasks: self.tasks.clone(),
         };
