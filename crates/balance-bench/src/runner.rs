@@ -221,21 +221,19 @@ pub struct MemoryProbe {
 /// Steps a memory probe trains for (the peak is reached within the first steps).
 const PROBE_STEPS: u64 = 20;
 
-/// Child side of the memory measurement: builds the run, then reports the growth of the resident-set
-/// high-water mark over `PROBE_STEPS` training steps, in MiB.
+/// Child side of the memory measurement: builds the run (data loading may peak higher than training, so
+/// the resident-set high-water mark is then reset with Linux `clear_refs`), and reports its growth over the
+/// first `PROBE_STEPS` training steps, in MiB: activations, gradients, optimizer and balancer state.
 pub fn probe_memory(probe: &MemoryProbe) -> Result<f64> {
     let e = &probe.experiment;
     tch::set_num_threads(e.threads);
     let device = parse_device(&e.device)?;
     let (train, eval) = model_data(probe.model, load_dataset(probe.dataset, e)?)?;
     let mut trainer = build_trainer(e, device, probe.model, &train, &probe.balancer, 0)?;
+    let mut quiet = balance_harness::train::NoObserver;
+    std::fs::write("/proc/self/clear_refs", "5").context("resetting the peak resident set")?;
     let before = status_mib("VmRSS:").context("reading /proc/self/status")?;
-    trainer.run_steps(
-        &train,
-        &eval,
-        &mut balance_harness::train::NoObserver,
-        PROBE_STEPS,
-    )?;
+    trainer.run_steps(&train, &eval, &mut quiet, PROBE_STEPS)?;
     let peak = status_mib("VmHWM:").context("reading /proc/self/status")?;
     Ok(peak - before)
 }
