@@ -130,12 +130,26 @@ impl ParallelMlp {
     }
 
     /// Runs every MLP on `x` (`[B, D]`), giving `[E, B, H]`.
+    ///
+    /// The first layer, whose input every MLP shares, is one matrix product against the `E` weight
+    /// matrices side by side (`[B, D] x [D, E * H]`): cheaper in both directions than a batched product
+    /// over `E` copies of the input. The later layers are batched products.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let b = x.size()[0];
-        let d = x.size()[1];
-        let mut h = x.unsqueeze(0).expand([self.count, b, d], false);
-        for (w, bias) in self.weights.iter().zip(&self.biases) {
-            h = self.config.activation.apply(&bias.baddbmm(&h, w, 1.0, 1.0));
+        let mut h = x.shallow_clone();
+        for (i, (w, bias)) in self.weights.iter().zip(&self.biases).enumerate() {
+            let pre = if i == 0 {
+                let (d, out) = (w.size()[1], w.size()[2]);
+                let side_by_side = w.permute([1, 0, 2]).reshape([d, self.count * out]);
+                let y = x
+                    .matmul(&side_by_side)
+                    .view([b, self.count, out])
+                    .permute([1, 0, 2]);
+                y + bias
+            } else {
+                bias.baddbmm(&h, w, 1.0, 1.0)
+            };
+            h = self.config.activation.apply(&pre);
             if self.config.dropout > 0.0 {
                 h = h.dropout(self.config.dropout, train);
             }
@@ -148,6 +162,29 @@ impl ParallelMlp {
         match (self.weights.last(), self.biases.last()) {
             (Some(w), Some(b)) => vec![w.shallow_clone(), b.shallow_clone()],
             _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn parallel_mlp_equals_each_expert_run_alone() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let experts = ParallelMlp::new(&vs.root(), 3, 5, &MlpConfig::relu(&[4, 2]));
+        let x = Tensor::randn([7, 5], (Kind::Float, Device::Cpu));
+        let out = experts.forward_t(&x, false);
+        assert_eq!(out.size(), vec![3, 7, 2]);
+        for e in 0..3 {
+            let mut h = x.shallow_clone();
+            for (w, b) in experts.weights.iter().zip(&experts.biases) {
+                h = (h.matmul(&w.get(e)) + b.get(e)).relu();
+            }
+            let diff = (out.get(e) - h).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "expert {e}: {diff}");
         }
     }
 }
