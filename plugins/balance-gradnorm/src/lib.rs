@@ -37,9 +37,9 @@
 //!
 //! | batch | static ms/step | `all_shared` | `last_shared_layer` | `representation` | peak memory (all / last / repr) |
 //! |---|---|---|---|---|---|
-//! | 256 | 6.21 | 1.68x | 1.36x | 1.25x | 1.09x / 1.02x / 1.04x |
-//! | 1024 | 12.48 | 1.78x | 1.42x | 1.27x | 1.13x / 1.09x / 1.11x |
-//! | 4096 | 34.33 | 1.71x | 1.41x | 1.26x | 1.20x / 1.13x / 1.13x |
+//! | 256 | 6.63 | 1.74x | 1.39x | 1.27x | 1.14x / 1.05x / 1.07x |
+//! | 1024 | 9.29 | 1.81x | 1.32x | 1.21x | 1.11x / 1.06x / 1.05x |
+//! | 4096 | 34.20 | 1.73x | 1.37x | 1.24x | 1.15x / 1.15x / 1.08x |
 //!
 //! The Python reference (create_graph, second order) pays 3.7x to 4.5x. In MMoE the last shared layer is
 //! the experts' second layer, so each per-task pass also pays that layer's weight-gradient matmul; the
