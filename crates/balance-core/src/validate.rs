@@ -2,46 +2,46 @@
 
 use crate::error::{BalanceError, Result};
 
-/// `value` must lie in `[0, 1)` (decays).
-pub fn unit_interval_open(method: &str, field: &str, value: f64) -> Result<()> {
-    if value.is_finite() && (0.0..1.0).contains(&value) {
+/// `Ok` when `holds`, else [`BalanceError::InvalidConfig`] for `field` = `value`, expecting `expected`.
+fn require(holds: bool, method: &str, field: &str, value: f64, expected: &str) -> Result<()> {
+    if holds {
         Ok(())
     } else {
-        Err(BalanceError::invalid_config(
-            method,
-            field,
-            value,
-            "a number in [0, 1)",
-        ))
+        Err(BalanceError::invalid_config(method, field, value, expected))
     }
+}
+
+/// `value` must lie in `[0, 1)` (decays).
+pub fn unit_interval_open(method: &str, field: &str, value: f64) -> Result<()> {
+    require(
+        (0.0..1.0).contains(&value),
+        method,
+        field,
+        value,
+        "a number in [0, 1)",
+    )
 }
 
 /// `value` must be finite and `> 0` (learning rates, epsilons, temperatures).
 pub fn positive(method: &str, field: &str, value: f64) -> Result<()> {
-    if value.is_finite() && value > 0.0 {
-        Ok(())
-    } else {
-        Err(BalanceError::invalid_config(
-            method,
-            field,
-            value,
-            "a finite number > 0",
-        ))
-    }
+    require(
+        value.is_finite() && value > 0.0,
+        method,
+        field,
+        value,
+        "a finite number > 0",
+    )
 }
 
 /// `value` must be finite and `>= 0`.
 pub fn non_negative(method: &str, field: &str, value: f64) -> Result<()> {
-    if value.is_finite() && value >= 0.0 {
-        Ok(())
-    } else {
-        Err(BalanceError::invalid_config(
-            method,
-            field,
-            value,
-            "a finite number >= 0",
-        ))
-    }
+    require(
+        value.is_finite() && value >= 0.0,
+        method,
+        field,
+        value,
+        "a finite number >= 0",
+    )
 }
 
 /// A balancer needs at least `min` tasks.
