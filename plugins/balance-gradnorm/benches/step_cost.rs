@@ -128,7 +128,22 @@ fn peak_growth_kib(config_index: usize, batch: i64) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Under `cargo test` (no `--bench` flag) only check that every config steps, on a tiny batch.
+fn smoke() {
+    let pool = cascade(256, 1);
+    for (name, config) in configs() {
+        let mut run = Run::new(config.as_ref(), 64, &pool);
+        run.step();
+        run.step();
+        println!("smoke: {name} steps");
+    }
+}
+
 fn main() {
+    if !std::env::args().any(|a| a == "--bench" || a == "--child") {
+        smoke();
+        return;
+    }
     tch::set_num_threads(2);
     let args: Vec<String> = std::env::args().collect();
     if let Some(pos) = args.iter().position(|a| a == "--child") {
