@@ -17,7 +17,7 @@ test: setup
 	@mkdir -p $(ROOT)/.cache
 	set -o pipefail; { $(CARGO) test --workspace --all-targets && $(CARGO) test --workspace --doc; } 2>&1 | tee $(ROOT)/.cache/test.log
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps -q
-	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "all tests: %d passed, %d failed\n", p, f }' $(ROOT)/.cache/test.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' $(ROOT)/.cache/test.log
 
 ## Run the benchmark: the default comparison (`make bench BENCH_ARGS="list"` for other subcommands).
 bench: setup
