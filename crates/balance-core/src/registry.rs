@@ -34,14 +34,25 @@ impl fmt::Display for BalancerKind {
 ///
 /// ```
 /// use balance_core::{BalancerConfig, BalancerKind, BalancerRegistration};
-/// # use balance_core::{LossBalancer, Result};
+/// # use balance_core::{BalancerState, LossBalancer, Result, StepInput, StepReport};
 /// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 /// # struct MyConfig;
+/// # struct Equal(usize);
+/// # impl LossBalancer for Equal {
+/// #     fn name(&self) -> &str { "my_method" }
+/// #     fn num_tasks(&self) -> usize { self.0 }
+/// #     fn weights(&self) -> Vec<f64> { vec![1.0; self.0] }
+/// #     fn backward(&mut self, input: &StepInput<'_>) -> Result<StepReport> {
+/// #         input.backward_weighted("my_method", self.weights())
+/// #     }
+/// #     fn state(&self) -> Result<BalancerState> { BalancerState::new("my_method", self.0, &()) }
+/// #     fn load_state(&mut self, state: &BalancerState) -> Result<()> { state.decode("my_method", self.0) }
+/// # }
 /// # #[typetag::serde(name = "my_method")]
 /// # impl BalancerConfig for MyConfig {
 /// #     fn method(&self) -> &'static str { "my_method" }
 /// #     fn validate(&self, _: usize) -> Result<()> { Ok(()) }
-/// #     fn build(&self, _: usize) -> Result<Box<dyn LossBalancer>> { unimplemented!() }
+/// #     fn build(&self, n: usize) -> Result<Box<dyn LossBalancer>> { Ok(Box::new(Equal(n))) }
 /// #     fn clone_config(&self) -> Box<dyn BalancerConfig> { Box::new(self.clone()) }
 /// # }
 /// inventory::submit! {
