@@ -75,7 +75,9 @@ pub use balance_core::*;
 
 /// The first-party plugins, linked here so their registrations are always present.
 pub mod plugins {
+    pub use balance_gradient as gradient;
     pub use balance_gradnorm as grad_norm;
     pub use balance_lossnorm as loss_norm;
     pub use balance_static as static_weights;
+    pub use balance_weighting as weighting;
 }

@@ -41,6 +41,25 @@ pub trait LossBalancer: Send {
 
     /// Restores a state produced by [`LossBalancer::state`] of a balancer of the same method and task count.
     fn load_state(&mut self, state: &BalancerState) -> Result<()>;
+
+    /// Called by the training loop after the last step of each epoch. Methods that work per epoch (DWA)
+    /// update their weights here; the default does nothing.
+    fn end_epoch(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// True when the method needs the step's losses evaluated again after the optimiser's update (FAMO).
+    /// The training loop then re-runs the forward pass on the same batch, without gradients, and passes
+    /// the losses to [`LossBalancer::observe_updated_losses`]. The default is `false`: no extra forward.
+    fn needs_updated_losses(&self) -> bool {
+        false
+    }
+
+    /// The same batch's per-task loss values after the optimiser applied this step's update (all finite,
+    /// one per task). Called only when [`LossBalancer::needs_updated_losses`] is true.
+    fn observe_updated_losses(&mut self, _losses: &[f64]) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for dyn LossBalancer {

@@ -170,6 +170,59 @@ impl Balancer {
         }
     }
 
+    /// Ends an epoch: lets per-epoch methods (DWA) update their weights. The balancer's state is rolled
+    /// back if the update fails or leaves an invalid weight.
+    pub fn end_epoch(&mut self) -> Result<()> {
+        self.guarded(|inner| inner.end_epoch())
+    }
+
+    /// True when the method needs the losses re-evaluated after each optimiser update (FAMO); see
+    /// [`Balancer::observe_updated_losses`].
+    pub fn needs_updated_losses(&self) -> bool {
+        self.inner.needs_updated_losses()
+    }
+
+    /// Passes the same batch's losses, evaluated after the optimiser's update, to the method. A non-finite
+    /// loss is an error under [`NonFinitePolicy::Error`]; under [`NonFinitePolicy::SkipStep`] the update is
+    /// ignored (the method keeps its state). Call it only after a step that was not skipped.
+    pub fn observe_updated_losses(&mut self, losses: &[Tensor]) -> Result<()> {
+        let num_tasks = self.inner.num_tasks();
+        if losses.len() != num_tasks {
+            return Err(BalanceError::TaskCountMismatch {
+                context: "updated losses".into(),
+                expected: num_tasks,
+                actual: losses.len(),
+            });
+        }
+        let values = self.loss_values(losses)?;
+        if let Some((task, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return match self.policy {
+                NonFinitePolicy::Error => Err(BalanceError::NonFiniteLoss {
+                    task: self.task_names[task].clone(),
+                    step: self.step.saturating_sub(1),
+                    value,
+                }),
+                NonFinitePolicy::SkipStep => Ok(()),
+            };
+        }
+        self.guarded(|inner| inner.observe_updated_losses(&values))
+    }
+
+    /// Runs `update` on the inner balancer; on failure, or if its weights become invalid, restores the
+    /// state it had before.
+    fn guarded(&mut self, update: impl FnOnce(&mut dyn LossBalancer) -> Result<()>) -> Result<()> {
+        let snapshot = self.inner.state()?;
+        let num_tasks = self.inner.num_tasks();
+        let step = self.step;
+        let outcome = update(self.inner.as_mut()).and_then(|()| {
+            check_weights(self.inner.name(), step, &self.inner.weights(), num_tasks)
+        });
+        if outcome.is_err() {
+            self.inner.load_state(&snapshot)?;
+        }
+        outcome
+    }
+
     fn loss_values(&self, losses: &[Tensor]) -> Result<Vec<f64>> {
         losses
             .iter()

@@ -4,16 +4,20 @@
 //! Plugins depend on this crate only; users usually depend on the `balance` facade, which re-exports this
 //! crate and links every first-party plugin.
 
+pub mod adam;
 pub mod balancer;
+pub mod combine;
 pub mod config;
 pub mod driver;
 pub mod error;
 pub mod grad;
 pub mod registry;
+pub mod rng;
 pub mod shared;
 pub mod validate;
 
 pub use balancer::{check_weights, BalancerState, LossBalancer, StepInput, StepReport};
+pub use combine::{TaskGradients, TaskSpecificGradient};
 pub use config::{BalancerConfig, BalancerSpec};
 pub use driver::{Balancer, BalancerCheckpoint, NonFinitePolicy};
 pub use error::{BalanceError, Result, TorchResultExt};

@@ -378,9 +378,9 @@ impl<M: MultiTaskModel> Trainer<M> {
     }
 
     fn step(&mut self, batch: &Batch) -> Result<StepReport> {
-        tch::manual_seed(
-            (self.config.seed.wrapping_add(self.state.global_step) & (i64::MAX as u64)) as i64,
-        );
+        let step_seed =
+            (self.config.seed.wrapping_add(self.state.global_step) & (i64::MAX as u64)) as i64;
+        tch::manual_seed(step_seed);
         self.optimizer.zero_grad();
         let output = self.model.forward_t(batch, true)?;
         let losses = task_losses(&self.tasks, &output, batch);
@@ -389,6 +389,16 @@ impl<M: MultiTaskModel> Trainer<M> {
                 .backward(&losses, &self.parts, output.representation.as_ref())?;
         if !report.skipped {
             self.optimizer.step();
+            if self.balancer.needs_updated_losses() {
+                // The same batch after the update, with the same dropout masks (same seed), no graph.
+                tch::manual_seed(step_seed);
+                let updated = tch::no_grad(|| {
+                    self.model
+                        .forward_t(batch, true)
+                        .map(|output| task_losses(&self.tasks, &output, batch))
+                })?;
+                self.balancer.observe_updated_losses(&updated)?;
+            }
             for (sum, l) in self.state.epoch_loss_sums.iter_mut().zip(&report.losses) {
                 *sum += l;
             }
@@ -433,6 +443,7 @@ impl<M: MultiTaskModel> Trainer<M> {
         }
         observer.on_epoch(&report);
         self.state.history.push(report);
+        self.balancer.end_epoch()?;
         self.state.epoch += 1;
         self.state.position = 0;
         self.state.epoch_loss_sums = vec![0.0; self.tasks.len()];

@@ -5,56 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hyperparams::GradNormParams;
 
-/// Adam's `beta1` for the weights (PyTorch's default).
-pub const ADAM_BETA1: f64 = 0.9;
-/// Adam's `beta2` for the weights (PyTorch's default).
-pub const ADAM_BETA2: f64 = 0.999;
-/// Adam's epsilon for the weights (PyTorch's default).
-pub const ADAM_EPS: f64 = 1e-8;
-
-/// Adam's state for the task weights (exactly PyTorch's update, so it can be checkpointed).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AdamState {
-    /// Steps taken.
-    pub step: u64,
-    /// First moments.
-    pub exp_avg: Vec<f64>,
-    /// Second moments.
-    pub exp_avg_sq: Vec<f64>,
-}
-
-impl AdamState {
-    /// Zero moments for `n` parameters.
-    pub fn new(n: usize) -> Self {
-        Self {
-            step: 0,
-            exp_avg: vec![0.0; n],
-            exp_avg_sq: vec![0.0; n],
-        }
-    }
-
-    /// One Adam step on `params` with `grads`, in PyTorch's order of operations (`torch.optim.Adam`,
-    /// single-tensor path, no weight decay).
-    pub fn step(&mut self, params: &mut [f64], grads: &[f64], lr: f64) {
-        self.step += 1;
-        let t = i32::try_from(self.step).unwrap_or(i32::MAX);
-        let bias_correction1 = 1.0 - ADAM_BETA1.powi(t);
-        let bias_correction2 = 1.0 - ADAM_BETA2.powi(t);
-        let step_size = lr / bias_correction1;
-        let bias_correction2_sqrt = bias_correction2.sqrt();
-        for (((p, &g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(&mut self.exp_avg)
-            .zip(&mut self.exp_avg_sq)
-        {
-            *m += (g - *m) * (1.0 - ADAM_BETA1); // lerp, as PyTorch
-            *v = *v * ADAM_BETA2 + (1.0 - ADAM_BETA2) * g * g;
-            let denom = v.sqrt() / bias_correction2_sqrt + ADAM_EPS;
-            *p -= step_size * (*m / denom);
-        }
-    }
-}
+pub use balance_core::adam::{AdamState, ADAM_BETA1, ADAM_BETA2, ADAM_EPS};
 
 /// Everything GradNorm carries from step to step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

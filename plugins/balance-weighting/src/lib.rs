@@ -1,0 +1,1 @@
+//! Loss-weighting balancers (work in progress): uncertainty, DWA, RLW, GLS, FAMO.
