@@ -30,7 +30,7 @@ fn median_step_ms(batch: i64) -> f64 {
     let mut step = || {
         opt.zero_grad();
         let out = model.forward_t(&data, true).unwrap();
-        let losses = task_losses(&TASKS.map(Task::binary), &out, &data);
+        let losses = task_losses(&TASKS.map(Task::binary), &out, &data).unwrap();
         balancer.backward(&losses, &parts, None).unwrap();
         opt.step();
     };

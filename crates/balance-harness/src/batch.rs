@@ -1,6 +1,9 @@
 //! A batch of examples as the models consume it.
 
+use balance_core::TorchResultExt;
 use tch::{Device, Tensor};
+
+use crate::error::Result;
 
 /// Dense features `[B, D]` (float), sparse ids `[B, S]` (int64, one id per categorical feature), one
 /// `[B, L]` id tensor per sequence feature (int64, `-1` pads) and labels `[B, T]` (float, one column per
@@ -38,13 +41,35 @@ impl Batch {
         }
     }
 
+    /// Applies a fallible libtorch operation to every tensor; `what` names it in the error.
+    pub fn try_map(
+        &self,
+        what: &str,
+        f: impl Fn(&Tensor) -> std::result::Result<Tensor, tch::TchError>,
+    ) -> Result<Batch> {
+        let mut apply = |t: &Tensor| f(t).context(what);
+        Ok(Batch {
+            dense: apply(&self.dense)?,
+            sparse: apply(&self.sparse)?,
+            sequences: self
+                .sequences
+                .iter()
+                .map(&mut apply)
+                .collect::<std::result::Result<_, _>>()?,
+            labels: apply(&self.labels)?,
+        })
+    }
+
     /// The same batch on `device`.
-    pub fn to_device(&self, device: Device) -> Batch {
-        self.map(|t| t.to_device(device))
+    pub fn to_device(&self, device: Device) -> Result<Batch> {
+        self.try_map("moving a batch to the device", |t| t.f_to_device(device))
     }
 
     /// Task `t`'s labels as `[B, 1]`.
-    pub fn task_labels(&self, t: i64) -> Tensor {
-        self.labels.narrow(1, t, 1)
+    pub fn task_labels(&self, t: i64) -> Result<Tensor> {
+        Ok(self
+            .labels
+            .f_narrow(1, t, 1)
+            .context(&format!("labels of task {t}"))?)
     }
 }

@@ -2,6 +2,7 @@
 //! (embedded), and variable-length id sequences (embedded and pooled). Embedding tables can be shared
 //! between features.
 
+use balance_core::TorchResultExt;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -217,7 +218,12 @@ impl InputEncoder {
                     self.config.dense
                 )));
             }
-            parts.push(batch.dense.to_kind(Kind::Float));
+            parts.push(
+                batch
+                    .dense
+                    .f_to_kind(Kind::Float)
+                    .context("dense features")?,
+            );
         }
         if let (Some(table), true) = (&self.table, features > 0) {
             if batch.sparse.size() != [b, features] {
@@ -226,9 +232,13 @@ impl InputEncoder {
                     batch.sparse.size()
                 )));
             }
-            let ids = &batch.sparse + &self.offsets;
-            let embedded = Tensor::embedding(table, &ids, -1, false, false);
-            parts.push(embedded.reshape([b, features * self.config.embedding_dim]));
+            let embedded = batch
+                .sparse
+                .f_add(&self.offsets)
+                .and_then(|ids| Tensor::f_embedding(table, &ids, -1, false, false))
+                .and_then(|e| e.f_reshape([b, features * self.config.embedding_dim]))
+                .context("embedding the categorical ids")?;
+            parts.push(embedded);
         }
         if batch.sequences.len() != self.config.sequences.len() {
             return Err(HarnessError::BadBatch(format!(
@@ -250,23 +260,31 @@ impl InputEncoder {
                         ids.size()
                     )));
                 }
-                let valid = ids.ge(0).to_kind(Kind::Float).unsqueeze(-1); // [B, L, 1]
-                let embedded =
-                    Tensor::embedding(table, &(ids.clamp_min(0) + offset), -1, false, false)
-                        * &valid;
-                let sum = embedded.sum_dim_intlist([1i64].as_slice(), false, Kind::Float); // [B, D]
-                parts.push(match feature.pooling {
-                    Pooling::Sum => sum,
-                    Pooling::Mean => {
-                        sum / valid
-                            .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
-                            .clamp_min(1.0)
-                    }
-                });
+                parts.push(pool_sequence(table, ids, offset, feature.pooling)?);
             }
         }
-        Ok(Tensor::cat(&parts, 1))
+        Ok(Tensor::f_cat(&parts, 1).context("concatenating the features")?)
     }
+}
+
+/// Embeds a padded `[B, L]` id list (`-1` = padding) at `offset` in `table` and pools it to `[B, D]`.
+fn pool_sequence(table: &Tensor, ids: &Tensor, offset: i64, pooling: Pooling) -> Result<Tensor> {
+    let pooled = (|| {
+        let valid = ids.f_ge(0)?.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?; // [B, L, 1]
+        let shifted = ids.f_clamp_min(0)?.f_add_scalar(offset)?;
+        let embedded = Tensor::f_embedding(table, &shifted, -1, false, false)?.f_mul(&valid)?;
+        let sum = embedded.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Float)?; // [B, D]
+        match pooling {
+            Pooling::Sum => Ok(sum),
+            Pooling::Mean => {
+                let count = valid
+                    .f_sum_dim_intlist([1i64].as_slice(), false, Kind::Float)?
+                    .f_clamp_min(1.0)?;
+                sum.f_div(&count)
+            }
+        }
+    })();
+    Ok(pooled.context("pooling a sequence feature")?)
 }
 
 #[cfg(test)]
@@ -347,6 +365,23 @@ mod tests {
                 .double_value(&[])
                 < 1e-6
         );
+    }
+
+    #[test]
+    fn an_out_of_range_id_is_an_error_not_a_panic() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let config = InputConfig {
+            dense: 0,
+            vocab_sizes: vec![10, 10],
+            embedding_dim: 3,
+            ..InputConfig::default()
+        };
+        let encoder = InputEncoder::new(&vs.root(), &config).unwrap();
+        let err = encoder
+            .forward(&batch(&[1, 2, 3, 1_000], Vec::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("embedding the categorical ids"), "{err}");
     }
 
     #[test]

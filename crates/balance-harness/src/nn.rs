@@ -1,8 +1,11 @@
 //! Building blocks: activations and multi-layer perceptrons, including `E` parallel MLPs run as one
 //! batched matrix product (the MMoE experts).
 
+use balance_core::TorchResultExt;
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::Module, Tensor};
+use tch::{nn, Tensor};
+
+use crate::error::Result;
 
 /// Activation between layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -19,12 +22,14 @@ pub enum Activation {
 
 impl Activation {
     /// Applies the activation.
-    pub fn apply(self, x: &Tensor) -> Tensor {
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Activation::Relu => x.relu(),
-            Activation::Tanh => x.tanh(),
-            Activation::Silu => x.silu(),
+            Activation::Relu => x.f_relu(),
+            Activation::Tanh => x.f_tanh(),
+            Activation::Silu => x.f_silu(),
         }
+        .context("activation")
+        .map_err(Into::into)
     }
 }
 
@@ -81,15 +86,13 @@ impl Mlp {
     }
 
     /// Runs the stack.
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = x.shallow_clone();
         for layer in &self.layers {
-            h = self.config.activation.apply(&layer.forward(&h));
-            if self.config.dropout > 0.0 {
-                h = h.dropout(self.config.dropout, train);
-            }
+            h = self.config.activation.apply(&linear(layer, &h)?)?;
+            h = dropout(&h, self.config.dropout, train)?;
         }
-        h
+        Ok(h)
     }
 }
 
@@ -134,27 +137,27 @@ impl ParallelMlp {
     /// The first layer, whose input every MLP shares, is one matrix product against the `E` weight
     /// matrices side by side (`[B, D] x [D, E * H]`): cheaper in both directions than a batched product
     /// over `E` copies of the input. The later layers are batched products.
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let b = x.size()[0];
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let b = x.size().first().copied().unwrap_or(0);
         let mut h = x.shallow_clone();
         for (i, (w, bias)) in self.weights.iter().zip(&self.biases).enumerate() {
             let pre = if i == 0 {
+                // The first layer of all experts as one side-by-side matrix product: [B, d] x [d, E*out].
                 let (d, out) = (w.size()[1], w.size()[2]);
-                let side_by_side = w.permute([1, 0, 2]).reshape([d, self.count * out]);
-                let y = x
-                    .matmul(&side_by_side)
-                    .view([b, self.count, out])
-                    .permute([1, 0, 2]);
-                y + bias
+                w.f_permute([1, 0, 2])
+                    .and_then(|sbs| sbs.f_reshape([d, self.count * out]))
+                    .and_then(|sbs| x.f_matmul(&sbs))
+                    .and_then(|y| y.f_view([b, self.count, out]))
+                    .and_then(|y| y.f_permute([1, 0, 2]))
+                    .and_then(|y| y.f_add(bias))
             } else {
-                bias.baddbmm(&h, w, 1.0, 1.0)
-            };
-            h = self.config.activation.apply(&pre);
-            if self.config.dropout > 0.0 {
-                h = h.dropout(self.config.dropout, train);
+                bias.f_baddbmm(&h, w, 1.0, 1.0)
             }
+            .context("expert layer")?;
+            h = self.config.activation.apply(&pre)?;
+            h = dropout(&h, self.config.dropout, train)?;
         }
-        h
+        Ok(h)
     }
 
     /// The parameters of the last layer (weight, bias).
@@ -163,6 +166,22 @@ impl ParallelMlp {
             (Some(w), Some(b)) => vec![w.shallow_clone(), b.shallow_clone()],
             _ => Vec::new(),
         }
+    }
+}
+
+/// `x W^T + b` for a tch linear layer, as a fallible call.
+pub(crate) fn linear(layer: &nn::Linear, x: &Tensor) -> Result<Tensor> {
+    x.f_linear(&layer.ws, layer.bs.as_ref())
+        .context("linear layer")
+        .map_err(Into::into)
+}
+
+/// Dropout with probability `p` when training (`p == 0` is a no-op).
+pub(crate) fn dropout(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
+    if p > 0.0 && train {
+        x.f_dropout(p, train).context("dropout").map_err(Into::into)
+    } else {
+        Ok(x.shallow_clone())
     }
 }
 
@@ -176,7 +195,7 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let experts = ParallelMlp::new(&vs.root(), 3, 5, &MlpConfig::relu(&[4, 2]));
         let x = Tensor::randn([7, 5], (Kind::Float, Device::Cpu));
-        let out = experts.forward_t(&x, false);
+        let out = experts.forward_t(&x, false).unwrap();
         assert_eq!(out.size(), vec![3, 7, 2]);
         for e in 0..3 {
             let mut h = x.shallow_clone();

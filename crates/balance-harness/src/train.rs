@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use balance_core::{Balancer, BalancerCheckpoint, SharedParts, StepReport};
+use balance_core::{Balancer, BalancerCheckpoint, SharedParts, StepReport, TorchResultExt};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -241,22 +241,25 @@ fn epoch_order(n: i64, seed: u64, epoch: usize) -> Tensor {
 }
 
 /// Each task's loss on a batch: BCE on logits for binary tasks, MSE for regression, mean over the batch.
-pub fn task_losses(tasks: &[Task], output: &ModelOutput, batch: &Batch) -> Vec<Tensor> {
+pub fn task_losses(tasks: &[Task], output: &ModelOutput, batch: &Batch) -> Result<Vec<Tensor>> {
     tasks
         .iter()
         .zip(&output.logits)
         .enumerate()
-        .map(|(t, (task, logits))| task_loss(task.kind, logits, &batch.task_labels(t as i64)))
+        .map(|(t, (task, logits))| {
+            let labels = batch.task_labels(t as i64)?;
+            let loss = match task.kind {
+                TaskKind::Binary => logits.f_binary_cross_entropy_with_logits::<Tensor>(
+                    &labels,
+                    None,
+                    None,
+                    Reduction::Mean,
+                ),
+                TaskKind::Regression => logits.f_mse_loss(&labels, Reduction::Mean),
+            };
+            Ok(loss.context(&format!("loss of task `{}`", task.name))?)
+        })
         .collect()
-}
-
-fn task_loss(kind: TaskKind, output: &Tensor, labels: &Tensor) -> Tensor {
-    match kind {
-        TaskKind::Binary => {
-            output.binary_cross_entropy_with_logits::<Tensor>(labels, None, None, Reduction::Mean)
-        }
-        TaskKind::Regression => output.mse_loss(labels, Reduction::Mean),
-    }
 }
 
 impl<M: MultiTaskModel> Trainer<M> {
@@ -356,7 +359,7 @@ impl<M: MultiTaskModel> Trainer<M> {
                     .batch_size
                     .min(train.len() - self.state.position);
                 let indices = order.narrow(0, self.state.position, size);
-                let batch = train.gather(&indices).to_device(self.device);
+                let batch = train.gather(&indices)?.to_device(self.device)?;
                 let start = Instant::now();
                 let report = self.step(&batch)?;
                 let seconds = start.elapsed().as_secs_f64();
@@ -383,7 +386,7 @@ impl<M: MultiTaskModel> Trainer<M> {
         tch::manual_seed(step_seed);
         self.optimizer.zero_grad();
         let output = self.model.forward_t(batch, true)?;
-        let losses = task_losses(&self.tasks, &output, batch);
+        let losses = task_losses(&self.tasks, &output, batch)?;
         let report =
             self.balancer
                 .backward(&losses, &self.parts, output.representation.as_ref())?;
@@ -395,7 +398,7 @@ impl<M: MultiTaskModel> Trainer<M> {
                 let updated = tch::no_grad(|| {
                     self.model
                         .forward_t(batch, true)
-                        .map(|output| task_losses(&self.tasks, &output, batch))
+                        .and_then(|output| task_losses(&self.tasks, &output, batch))
                 })?;
                 self.balancer.observe_updated_losses(&updated)?;
             }
@@ -460,7 +463,7 @@ impl<M: MultiTaskModel> Trainer<M> {
         while start < data.len() {
             let size = self.config.eval_batch_size.min(data.len() - start);
             let indices = Tensor::arange_start(start, start + size, (Kind::Int64, Device::Cpu));
-            let batch = data.gather(&indices).to_device(self.device);
+            let batch = data.gather(&indices)?.to_device(self.device)?;
             let output = tch::no_grad(|| self.model.forward_t(&batch, false))?;
             for (t, task) in self.tasks.iter().enumerate() {
                 let out = match task.kind {
@@ -474,7 +477,7 @@ impl<M: MultiTaskModel> Trainer<M> {
                     .map_err(|e| HarnessError::BadBatch(format!("reading model outputs: {e}")))
                 };
                 outputs[t].extend(to_vec(&out)?);
-                labels[t].extend(to_vec(&batch.task_labels(t as i64))?);
+                labels[t].extend(to_vec(&batch.task_labels(t as i64)?)?);
             }
             start += size;
         }

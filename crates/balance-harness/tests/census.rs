@@ -30,8 +30,8 @@ fn census_real_data_loads_with_the_published_sizes_and_rates() {
     train.input.check().unwrap();
     eprintln!("vocab sizes: {:?}", train.input.vocab_sizes);
 
-    let tr = train.label_means();
-    let te = test.label_means();
+    let tr = train.label_means().unwrap();
+    let te = test.label_means().unwrap();
     for (i, t) in tasks.iter().enumerate() {
         eprintln!(
             "{:>14}: train {:.4} ({}), test {:.4}",

@@ -80,7 +80,7 @@ impl Run {
         self.next += 1;
         self.opt.zero_grad();
         let out = self.model.forward_t(batch, true).unwrap();
-        let losses = task_losses(&TASKS.map(Task::binary), &out, batch);
+        let losses = task_losses(&TASKS.map(Task::binary), &out, batch).unwrap();
         self.balancer
             .backward(&losses, &self.parts, out.representation.as_ref())
             .unwrap();

@@ -765,7 +765,7 @@ mod tests {
         ];
         assert_eq!(floats(&tr.examples.labels), expected);
         assert_eq!(floats(&te.examples.labels), expected);
-        let means = tr.label_means();
+        let means = tr.label_means().unwrap();
         assert!((means[0] - 2.0 / 7.0).abs() < 1e-9);
         assert!((means[1] - 2.0 / 7.0).abs() < 1e-9);
         assert!((means[2] - 4.0 / 7.0).abs() < 1e-9);

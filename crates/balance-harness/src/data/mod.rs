@@ -3,9 +3,11 @@
 pub mod census;
 pub mod csv_schema;
 
+use balance_core::TorchResultExt;
 use tch::{Kind, Tensor};
 
 use crate::batch::Batch;
+use crate::error::Result;
 use crate::input::InputConfig;
 
 /// What kind of label a task has, which decides its loss and metrics.
@@ -69,8 +71,9 @@ impl Dataset {
     }
 
     /// The examples at `indices` (an int64 tensor), as one batch.
-    pub fn gather(&self, indices: &Tensor) -> Batch {
-        self.examples.map(|t| t.index_select(0, indices))
+    pub fn gather(&self, indices: &Tensor) -> Result<Batch> {
+        self.examples
+            .try_map("gathering examples", |t| t.f_index_select(0, indices))
     }
 
     /// Splits into the first `n` examples and the rest (views, no copy): train and held-out sets drawn
@@ -86,13 +89,14 @@ impl Dataset {
     }
 
     /// The positive rate (binary) or mean (regression) of each task's labels.
-    pub fn label_means(&self) -> Vec<f64> {
+    pub fn label_means(&self) -> Result<Vec<f64>> {
         (0..self.tasks.len() as i64)
             .map(|t| {
-                self.examples
-                    .task_labels(t)
-                    .mean(Kind::Double)
-                    .double_value(&[])
+                let labels = self.examples.task_labels(t)?;
+                Ok(labels
+                    .f_mean(Kind::Double)
+                    .and_then(|m| m.f_double_value(&[]))
+                    .context("label mean")?)
             })
             .collect()
     }

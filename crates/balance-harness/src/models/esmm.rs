@@ -5,15 +5,15 @@
 //! The model's second output is the logit of `pCTCVR`, computed stably from the two towers' logits, so the
 //! harness's ordinary BCE-on-logits is exactly the paper's CTCVR loss. [`Esmm::cvr`] gives `pCVR`.
 
-use balance_core::SharedParts;
+use balance_core::{SharedParts, TorchResultExt};
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::Module, Tensor};
+use tch::{nn, Tensor};
 
 use crate::batch::Batch;
 use crate::error::Result;
 use crate::input::{InputConfig, InputEncoder};
 use crate::models::{check_mlp, ModelOutput, MultiTaskModel};
-use crate::nn::{Mlp, MlpConfig};
+use crate::nn::{linear, Mlp, MlpConfig};
 
 /// `{"tower": {"dims": [64, 32]}}`: the shape of both the CTR and the CVR tower.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,11 +34,19 @@ pub struct Esmm {
 }
 
 /// `logit(sigmoid(a) * sigmoid(b))`, stable for large |a|, |b|.
-pub fn product_logit(a: &Tensor, b: &Tensor) -> Tensor {
-    let log_p = a.log_sigmoid() + b.log_sigmoid(); // log p, p = pCTR * pCVR
-                                                   // log(1 - p) = log(-expm1(log p)), clamped away from log p = 0.
-    let log_one_minus_p = (-(log_p.clamp_max(-1e-7)).expm1()).log();
-    log_p - log_one_minus_p
+pub fn product_logit(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    // log p with p = pCTR * pCVR; log(1 - p) = log(-expm1(log p)), clamped away from log p = 0.
+    let log_p = a
+        .f_log_sigmoid()
+        .and_then(|la| b.f_log_sigmoid().and_then(|lb| la.f_add(&lb)))
+        .context("pCTCVR")?;
+    let log_one_minus_p = log_p
+        .f_clamp_max(-1e-7)
+        .and_then(|l| l.f_expm1())
+        .and_then(|e| e.f_neg())
+        .and_then(|e| e.f_log())
+        .context("pCTCVR")?;
+    Ok(log_p.f_sub(&log_one_minus_p).context("pCTCVR")?)
 }
 
 impl Esmm {
@@ -67,13 +75,11 @@ impl Esmm {
 
     /// `pCVR` for a batch (no gradients, no dropout).
     pub fn cvr(&self, batch: &Batch) -> Result<Tensor> {
-        let x = tch::no_grad(|| self.input.forward(batch))?;
-        Ok(tch::no_grad(|| {
-            self.cvr
-                .1
-                .forward(&self.cvr.0.forward_t(&x, false))
-                .sigmoid()
-        }))
+        tch::no_grad(|| {
+            let x = self.input.forward(batch)?;
+            let logit = linear(&self.cvr.1, &self.cvr.0.forward_t(&x, false)?)?;
+            Ok(logit.f_sigmoid().context("pCVR")?)
+        })
     }
 }
 
@@ -84,9 +90,9 @@ impl MultiTaskModel for Esmm {
 
     fn forward_t(&self, batch: &Batch, train: bool) -> Result<ModelOutput> {
         let x = self.input.forward(batch)?;
-        let ctr = self.ctr.1.forward(&self.ctr.0.forward_t(&x, train));
-        let cvr = self.cvr.1.forward(&self.cvr.0.forward_t(&x, train));
-        let ctcvr = product_logit(&ctr, &cvr);
+        let ctr = linear(&self.ctr.1, &self.ctr.0.forward_t(&x, train)?)?;
+        let cvr = linear(&self.cvr.1, &self.cvr.0.forward_t(&x, train)?)?;
+        let ctcvr = product_logit(&ctr, &cvr)?;
         Ok(ModelOutput {
             logits: vec![ctr, ctcvr],
             representation: Some(x),
@@ -107,12 +113,19 @@ mod tests {
     fn product_logit_is_the_logit_of_the_product() {
         let a = Tensor::from_slice(&[-3.0f64, 0.0, 2.0, 30.0, -30.0]);
         let b = Tensor::from_slice(&[1.0f64, 0.5, -2.0, 30.0, 5.0]);
-        let got = Vec::<f64>::try_from(product_logit(&a, &b).sigmoid()).unwrap();
+        let got = Vec::<f64>::try_from(product_logit(&a, &b).unwrap().sigmoid()).unwrap();
         let want = Vec::<f64>::try_from(a.sigmoid() * b.sigmoid()).unwrap();
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-6 * w.max(1e-12) + 1e-12, "{g} vs {w}");
         }
-        assert!(product_logit(&a, &b).isfinite().all().int64_value(&[]) == 1);
+        assert!(
+            product_logit(&a, &b)
+                .unwrap()
+                .isfinite()
+                .all()
+                .int64_value(&[])
+                == 1
+        );
         let _ = Kind::Double;
     }
 }

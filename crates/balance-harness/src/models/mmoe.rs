@@ -1,14 +1,14 @@
 //! MMoE (Ma et al., KDD 2018): shared experts, one softmax gate per task over the input, one tower per task.
 
-use balance_core::SharedParts;
+use balance_core::{SharedParts, TorchResultExt};
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::Module};
+use tch::{nn, Kind, Tensor};
 
 use crate::batch::Batch;
 use crate::error::{HarnessError, Result};
 use crate::input::{InputConfig, InputEncoder};
 use crate::models::{check_mlp, ModelOutput, MultiTaskModel};
-use crate::nn::{Mlp, MlpConfig, ParallelMlp};
+use crate::nn::{linear, Mlp, MlpConfig, ParallelMlp};
 
 /// MMoE's shape: `{"experts": 4, "expert": {"dims": [64, 32]}, "tower": {"dims": [32]}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +119,27 @@ impl Mmoe {
     }
 }
 
+impl Mmoe {
+    /// Every task's softmax gate over the experts, computed as one product with the gates' weights
+    /// stacked: `[B, d] x [d, T*E] -> [B, T, E]`.
+    fn gate_weights(&self, x: &Tensor) -> Result<Tensor> {
+        let tasks = self.gates.len() as i64;
+        let weights: Vec<&Tensor> = self.gates.iter().map(|g| &g.ws).collect();
+        let biases: Option<Vec<&Tensor>> = self.gates.iter().map(|g| g.bs.as_ref()).collect();
+        let weight = Tensor::f_cat(&weights, 0).context("stacking the gates")?;
+        let bias = biases
+            .map(|b| Tensor::f_cat(&b, 0))
+            .transpose()
+            .context("stacking the gates")?;
+        let experts = weight.size()[0] / tasks.max(1);
+        x.f_linear(&weight, bias.as_ref())
+            .and_then(|logits| logits.f_view([-1, tasks, experts]))
+            .and_then(|logits| logits.f_softmax(-1, Kind::Float))
+            .context("gates")
+            .map_err(Into::into)
+    }
+}
+
 impl MultiTaskModel for Mmoe {
     fn num_tasks(&self) -> usize {
         self.heads.len()
@@ -126,19 +147,23 @@ impl MultiTaskModel for Mmoe {
 
     fn forward_t(&self, batch: &Batch, train: bool) -> Result<ModelOutput> {
         let x = self.input.forward(batch)?;
-        let experts = self.experts.forward_t(&x, train); // [E, B, H]
-        let by_example = experts.permute([1, 0, 2]); // [B, E, H]
+        let experts = self.experts.forward_t(&x, train)?; // [E, B, H]
+        let gates = self.gate_weights(&x)?; // [B, T, E]
+                                            // Every task's mixture in one batched product: [B, T, E] x [B, E, H] -> [B, T, H].
+        let mixed = experts
+            .f_permute([1, 0, 2])
+            .and_then(|by_example| gates.f_bmm(&by_example))
+            .context("mixing the experts")?;
         let logits = self
-            .gates
+            .towers
             .iter()
-            .zip(&self.towers)
             .zip(&self.heads)
-            .map(|((gate, tower), head)| {
-                let g = gate.forward(&x).softmax(-1, tch::Kind::Float).unsqueeze(1); // [B, 1, E]
-                let mixed = g.bmm(&by_example).squeeze_dim(1); // [B, H]
-                head.forward(&tower.forward_t(&mixed, train))
+            .enumerate()
+            .map(|(t, (tower, head))| {
+                let task_input = mixed.f_select(1, t as i64).context("task mixture")?;
+                linear(head, &tower.forward_t(&task_input, train)?)
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         Ok(ModelOutput {
             logits,
             representation: Some(experts),

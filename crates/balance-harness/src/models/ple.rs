@@ -4,15 +4,15 @@
 //! task `t`'s gate mixes its own and the shared experts; below the last level a shared gate mixes every
 //! expert into the next shared input. Towers sit on each task's last mixture.
 
-use balance_core::SharedParts;
+use balance_core::{SharedParts, TorchResultExt};
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::Module, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use crate::batch::Batch;
 use crate::error::{HarnessError, Result};
 use crate::input::{InputConfig, InputEncoder};
 use crate::models::{check_mlp, ModelOutput, MultiTaskModel};
-use crate::nn::{Mlp, MlpConfig, ParallelMlp};
+use crate::nn::{linear, Mlp, MlpConfig, ParallelMlp};
 
 /// `{"levels": 2, "shared_experts": 2, "task_experts": 1, "expert": {"dims": [64, 32]}, "tower": {"dims": [16]}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,12 +58,15 @@ impl std::fmt::Debug for Ple {
     }
 }
 
-fn mix(gate: &Tensor, experts: &Tensor) -> Tensor {
+fn mix(gate: &Tensor, experts: &Tensor) -> Result<Tensor> {
     // gate [B, E] softmax, experts [E, B, H] -> [B, H]
-    gate.softmax(-1, Kind::Float)
-        .unsqueeze(1)
-        .bmm(&experts.permute([1, 0, 2]))
-        .squeeze_dim(1)
+    let by_example = experts.f_permute([1, 0, 2]).context("gate mixing")?;
+    Ok(gate
+        .f_softmax(-1, Kind::Float)
+        .and_then(|g| g.f_unsqueeze(1))
+        .and_then(|g| g.f_bmm(&by_example))
+        .and_then(|m| m.f_squeeze_dim(1))
+        .context("gate mixing")?)
 }
 
 impl Ple {
@@ -186,23 +189,25 @@ impl MultiTaskModel for Ple {
         let mut shared_input = x;
         let mut representation = None;
         for level in &self.levels {
-            let shared_out = level.shared_experts.forward_t(&shared_input, train); // [Es, B, H]
+            let shared_out = level.shared_experts.forward_t(&shared_input, train)?; // [Es, B, H]
             let task_outs: Vec<Tensor> = level
                 .task_experts
                 .iter()
                 .zip(&task_inputs)
                 .map(|(experts, input)| experts.forward_t(input, train))
-                .collect();
+                .collect::<Result<_>>()?;
             let next_tasks: Vec<Tensor> = (0..tasks)
                 .map(|t| {
-                    let pool = Tensor::cat(&[&task_outs[t], &shared_out], 0);
-                    mix(&level.task_gates[t].forward(&task_inputs[t]), &pool)
+                    let pool =
+                        Tensor::f_cat(&[&task_outs[t], &shared_out], 0).context("expert pool")?;
+                    mix(&linear(&level.task_gates[t], &task_inputs[t])?, &pool)
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             if let Some(gate) = &level.shared_gate {
                 let mut all: Vec<&Tensor> = task_outs.iter().collect();
                 all.push(&shared_out);
-                shared_input = mix(&gate.forward(&shared_input), &Tensor::cat(&all, 0));
+                let pool = Tensor::f_cat(&all, 0).context("expert pool")?;
+                shared_input = mix(&linear(gate, &shared_input)?, &pool)?;
             }
             task_inputs = next_tasks;
             representation = Some(shared_out);
@@ -210,8 +215,8 @@ impl MultiTaskModel for Ple {
         let logits = task_inputs
             .iter()
             .zip(self.towers.iter().zip(&self.heads))
-            .map(|(h, (tower, head))| head.forward(&tower.forward_t(h, train)))
-            .collect();
+            .map(|(h, (tower, head))| linear(head, &tower.forward_t(h, train)?))
+            .collect::<Result<Vec<_>>>()?;
         Ok(ModelOutput {
             logits,
             representation,

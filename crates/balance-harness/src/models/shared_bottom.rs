@@ -2,13 +2,13 @@
 
 use balance_core::SharedParts;
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::Module};
+use tch::nn;
 
 use crate::batch::Batch;
 use crate::error::{HarnessError, Result};
 use crate::input::{InputConfig, InputEncoder};
 use crate::models::{check_mlp, ModelOutput, MultiTaskModel};
-use crate::nn::{Mlp, MlpConfig};
+use crate::nn::{linear, Mlp, MlpConfig};
 
 /// `{"bottom": {"dims": [128, 32]}, "tower": {"dims": [16]}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,13 +79,13 @@ impl MultiTaskModel for SharedBottom {
 
     fn forward_t(&self, batch: &Batch, train: bool) -> Result<ModelOutput> {
         let x = self.input.forward(batch)?;
-        let shared = self.bottom.forward_t(&x, train);
+        let shared = self.bottom.forward_t(&x, train)?;
         let logits = self
             .towers
             .iter()
             .zip(&self.heads)
-            .map(|(tower, head)| head.forward(&tower.forward_t(&shared, train)))
-            .collect();
+            .map(|(tower, head)| linear(head, &tower.forward_t(&shared, train)?))
+            .collect::<Result<Vec<_>>>()?;
         Ok(ModelOutput {
             logits,
             representation: Some(shared),
