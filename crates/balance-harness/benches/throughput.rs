@@ -32,7 +32,7 @@ fn median_step_ms(batch: i64) -> f64 {
         let out = model.forward_t(&data, true).unwrap();
         let losses = task_losses(&TASKS.map(Task::binary), &out, &data).unwrap();
         balancer.backward(&losses, &parts, None).unwrap();
-        opt.step();
+        opt.step().unwrap();
     };
     for _ in 0..10 {
         step();

@@ -3,6 +3,7 @@
 //! Every trainable variable becomes a view of one flat tensor, so a step is a handful of tensor operations
 //! whatever the number of parameters, and the optimizer's state is two flat tensors and a step count.
 
+use balance_core::TorchResultExt;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -161,37 +162,46 @@ impl FlatAdam {
     }
 
     /// One Adam step from the parameters' gradients (an absent gradient counts as zero).
-    pub fn step(&mut self) {
-        let grads: Vec<Tensor> = self
+    pub fn step(&mut self) -> Result<()> {
+        let grads = self
             .params
             .iter()
             .map(|p| {
                 let g = p.grad();
                 if g.defined() {
-                    g.reshape([-1])
+                    g.f_reshape([-1])
                 } else {
-                    p.zeros_like().reshape([-1])
+                    p.f_zeros_like().and_then(|z| z.f_reshape([-1]))
                 }
             })
-            .collect();
+            .collect::<std::result::Result<Vec<_>, tch::TchError>>()
+            .context("reading the gradients")?;
         let c = self.config;
-        tch::no_grad(|| {
-            let mut g = Tensor::cat(&grads, 0);
+        self.step += 1;
+        let t = i32::try_from(self.step).unwrap_or(i32::MAX);
+        let bias_correction1 = 1.0 - c.beta1.powi(t);
+        let bias_correction2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+        let update = tch::no_grad(|| -> std::result::Result<(), tch::TchError> {
+            let mut g = Tensor::f_cat(&grads, 0)?;
             if c.weight_decay > 0.0 {
-                g += &self.flat * c.weight_decay;
+                g = g.f_add(&self.flat.f_mul_scalar(c.weight_decay)?)?;
             }
-            self.step += 1;
-            let t = i32::try_from(self.step).unwrap_or(i32::MAX);
-            let bias_correction1 = 1.0 - c.beta1.powi(t);
-            let bias_correction2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
-            let _ = self.exp_avg.lerp_(&g, 1.0 - c.beta1);
-            let _ = self.exp_avg_sq.g_mul_scalar_(c.beta2);
-            let _ = self.exp_avg_sq.addcmul_(&(&g * (1.0 - c.beta2)), &g);
-            let denom = self.exp_avg_sq.sqrt() / bias_correction2_sqrt + c.eps;
+            let _ = self.exp_avg.f_lerp_(&g, 1.0 - c.beta1)?;
+            let _ = self.exp_avg_sq.f_mul_scalar_(c.beta2)?;
             let _ = self
-                .flat
-                .addcdiv_(&(&self.exp_avg * (-c.lr / bias_correction1)), &denom);
+                .exp_avg_sq
+                .f_addcmul_(&g.f_mul_scalar(1.0 - c.beta2)?, &g)?;
+            let denom = self
+                .exp_avg_sq
+                .f_sqrt()?
+                .f_div_scalar(bias_correction2_sqrt)?
+                .f_add_scalar(c.eps)?;
+            let step = self.exp_avg.f_mul_scalar(-c.lr / bias_correction1)?;
+            let _ = self.flat.f_addcdiv_(&step, &denom)?;
+            Ok(())
         });
+        update.context("Adam step")?;
+        Ok(())
     }
 
     /// The parameters and moments, bit for bit.
@@ -251,7 +261,7 @@ mod tests {
             reference.step();
             flat.zero_grad();
             lin.forward(&x).square().sum(Kind::Float).backward();
-            flat.step();
+            flat.step().unwrap();
         }
         let diff = (&lin.ws - &lin_ref.ws).abs().max().double_value(&[]);
         assert!(diff < 1e-6, "{diff}");
@@ -267,7 +277,7 @@ mod tests {
         let w = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
         let mut opt = FlatAdam::new(vec![w.shallow_clone()], AdamConfig::default()).unwrap();
         (&w * &w).sum(Kind::Float).backward();
-        opt.step();
+        opt.step().unwrap();
         let state = opt.state().unwrap();
         let json = serde_json::to_string(&state).unwrap();
         let w2 = Tensor::from_slice(&[9.0f32, 9.0]).set_requires_grad(true);

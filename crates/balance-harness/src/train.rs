@@ -391,7 +391,7 @@ impl<M: MultiTaskModel> Trainer<M> {
             self.balancer
                 .backward(&losses, &self.parts, output.representation.as_ref())?;
         if !report.skipped {
-            self.optimizer.step();
+            self.optimizer.step()?;
             if self.balancer.needs_updated_losses() {
                 // The same batch after the update, with the same dropout masks (same seed), no graph.
                 tch::manual_seed(step_seed);
