@@ -84,7 +84,7 @@ impl Run {
         self.balancer
             .backward(&losses, &self.parts, out.representation.as_ref())
             .unwrap();
-        self.opt.step().unwrap();
+        self.opt.step();
     }
 }
 
