@@ -33,6 +33,8 @@ pub mod rlw;
 pub mod uncertainty;
 
 pub use dwa::DwaConfig;
+pub use gls::GlsConfig;
+pub use rlw::RlwConfig;
 pub use uncertainty::UncertaintyConfig;
 
 /// `scale * softmax(logits)`, computed stably (the maximum is subtracted first, as PyTorch does). Each
