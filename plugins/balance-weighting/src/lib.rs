@@ -33,6 +33,7 @@ pub mod rlw;
 pub mod uncertainty;
 
 pub use dwa::DwaConfig;
+pub use famo::FamoConfig;
 pub use gls::GlsConfig;
 pub use rlw::RlwConfig;
 pub use uncertainty::UncertaintyConfig;
