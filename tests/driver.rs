@@ -39,7 +39,17 @@ impl Toy {
     ) -> balance::Result<balance::StepReport> {
         self.p.zero_grad();
         let losses = self.losses(values);
-        balancer.backward(&losses, &self.parts, None)
+        let report = balancer.backward(&losses, &self.parts, None)?;
+        // Exercise the hooks as the trainer does: the updated losses after a step (a little lower), and an
+        // epoch boundary every third step.
+        if balancer.needs_updated_losses() && !report.skipped {
+            let lower: Vec<f64> = values.iter().map(|v| v * 0.9).collect();
+            balancer.observe_updated_losses(&self.losses(&lower))?;
+        }
+        if balancer.step() % 3 == 0 {
+            balancer.end_epoch()?;
+        }
+        Ok(report)
     }
 
     fn grad(&self) -> Vec<f64> {
@@ -160,11 +170,11 @@ fn every_registered_spec() -> Vec<BalancerSpec> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Any finite losses: every registered balancer's weights are finite and >= 0, and the gradient it
-    /// writes is the weighted sum's.
+    /// Any finite non-negative losses (what BCE and MSE produce): every registered balancer's weights are
+    /// finite and >= 0, and the gradient it writes is the weighted sum's.
     #[test]
     fn every_balancer_gives_finite_non_negative_weights(
-        steps in prop::collection::vec(prop::collection::vec(-1e6f64..1e6, 3), 1..8),
+        steps in prop::collection::vec(prop::collection::vec(0f64..1e6, 3), 1..8),
     ) {
         for spec in every_registered_spec() {
             let mut toy = Toy::new(3);
@@ -176,6 +186,35 @@ proptest! {
                     let expected = w * values[i];
                     let got = toy.grad()[i];
                     prop_assert!((got - expected).abs() <= 1e-9 * expected.abs().max(1.0), "{}: grad {} vs {}", spec.method(), got, expected);
+                }
+            }
+        }
+    }
+
+    /// Negative losses (a custom loss can be negative): a balancer either works as above or refuses with
+    /// an error; a NaN or negative weight never reaches the gradient.
+    #[test]
+    fn negative_losses_give_valid_weights_or_a_clear_error(
+        steps in prop::collection::vec(prop::collection::vec(-1e6f64..1e6, 3), 1..8),
+    ) {
+        for spec in every_registered_spec() {
+            let mut toy = Toy::new(3);
+            let mut b = build(&spec, 3);
+            for values in &steps {
+                match toy.step(&mut b, values) {
+                    Ok(report) => {
+                        for w in &report.weights {
+                            prop_assert!(w.is_finite() && *w >= 0.0, "{}: weight {}", spec.method(), w);
+                        }
+                        for g in toy.grad() {
+                            prop_assert!(g.is_finite(), "{}: gradient {}", spec.method(), g);
+                        }
+                    }
+                    Err(err) => {
+                        let msg = err.to_string();
+                        prop_assert!(!msg.is_empty() && !msg.contains("NaN"), "{}: {}", spec.method(), msg);
+                        break;
+                    }
                 }
             }
         }

@@ -83,7 +83,7 @@ pub struct Experiment {
     pub balancers: Vec<BalancerSpec>,
     /// Seeds per (dataset, model, balancer); seeds change initialisation, shuffling and dropout.
     pub seeds: usize,
-    /// Epochs per run.
+    /// Epochs per run (default 3: DWA keeps equal weights for two epochs, so a shorter run cannot show it).
     pub epochs: usize,
     /// Examples per step.
     pub batch_size: i64,
@@ -109,7 +109,7 @@ impl Default for Experiment {
             models: vec![ModelKind::Mmoe, ModelKind::Esmm],
             balancers: Vec::new(),
             seeds: 3,
-            epochs: 2,
+            epochs: 3,
             batch_size: 1024,
             rows: 60_000,
             census_tasks: vec![CensusTask::Income, CensusTask::NeverMarried],
