@@ -99,7 +99,7 @@ impl BalancerConfig for FamoConfig {
             if let Some((i, v)) = m.iter().enumerate().find(|(_, v)| !v.is_finite()) {
                 return Err(BalanceError::invalid_config(
                     NAME,
-                    &format!("min_losses[{i}]"),
+                    format!("min_losses[{i}]"),
                     v,
                     "a finite number",
                 ));
@@ -206,7 +206,7 @@ impl FamoRule {
             None => Ok(()),
             Some((i, (l, m))) => Err(BalanceError::invalid_config(
                 NAME,
-                &format!("min_losses[{i}]"),
+                format!("min_losses[{i}]"),
                 m,
                 format!(
                     "a lower bound of task {i}'s loss, but its {which} loss is {l} (FAMO takes ln(L - min_loss + 1e-8))"
