@@ -108,18 +108,24 @@ pub fn symmetric_eigen(m: &[Vec<f64>]) -> (Vec<f64>, Vec<Vec<f64>>) {
                 let t = if theta == 0.0 { 1.0 } else { t };
                 let c = 1.0 / (t * t + 1.0).sqrt();
                 let s = t * c;
-                for k in 0..n {
-                    let akp = a[k][p];
-                    let akq = a[k][q];
-                    a[k][p] = c * akp - s * akq;
-                    a[k][q] = s * akp + c * akq;
+                for row in a.iter_mut() {
+                    let akp = row[p];
+                    let akq = row[q];
+                    row[p] = c * akp - s * akq;
+                    row[q] = s * akp + c * akq;
                 }
-                for k in 0..n {
-                    let apk = a[p][k];
-                    let aqk = a[q][k];
-                    a[p][k] = c * apk - s * aqk;
-                    a[q][k] = s * apk + c * aqk;
-                }
+                let row_p = a[p].clone();
+                let row_q = a[q].clone();
+                a[p] = row_p
+                    .iter()
+                    .zip(&row_q)
+                    .map(|(x, y)| c * x - s * y)
+                    .collect();
+                a[q] = row_p
+                    .iter()
+                    .zip(&row_q)
+                    .map(|(x, y)| s * x + c * y)
+                    .collect();
                 for row in v.iter_mut() {
                     let vp = row[p];
                     let vq = row[q];
@@ -185,6 +191,7 @@ pub fn minimize_on_simplex(
     let mut y = x.clone();
     let mut t = 1.0f64;
     let mut step = 1.0f64;
+    let mut restarted = false;
     for iter in 0..solver.max_iter {
         let (fy, gy) = f_grad(&y);
         // Backtracking: the quadratic upper bound must hold at the projected step.
@@ -208,14 +215,18 @@ pub fn minimize_on_simplex(
             .zip(&x)
             .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
         if f_candidate > fx {
-            // Monotone restart: drop the momentum and step from x itself.
-            y = x.clone();
-            t = 1.0;
-            if moved <= solver.tol {
+            // Monotone restart: drop the momentum and step from x itself. A second restart in a row means
+            // no step from x decreases f any more in floating point (x is within ~sqrt(eps) of the
+            // minimiser; [`polish_on_face`] takes it further with gradients only).
+            if restarted || moved <= solver.tol {
                 return (x, iter + 1);
             }
+            y = x.clone();
+            t = 1.0;
+            restarted = true;
             continue;
         }
+        restarted = false;
         let t_next = (1.0 + (1.0 + 4.0 * t * t).sqrt()) / 2.0;
         let momentum = (t - 1.0) / t_next;
         y = candidate
@@ -234,13 +245,67 @@ pub fn minimize_on_simplex(
     (x, solver.max_iter)
 }
 
+/// Newton's method on the face of the simplex that `w` lies on (its support `w_i > 0`), for a convex `f`
+/// given by `grad_hess(w) = (grad f(w), Hessian)`: equality-constrained Newton steps
+/// `[[H_SS, 1], [1^T, 0]] [dw; nu] = [-grad_S; 0]` until they stop moving. Accurate to rounding where
+/// function values only resolve `w` to `~sqrt(eps)`. Returns `None` (keep `w`) when the system is
+/// singular, a step leaves the face, or the result fails the KKT conditions (`grad_i >= mu - tol` off
+/// the support, `mu` the common gradient on it).
+pub fn polish_on_face(
+    grad_hess: impl Fn(&[f64]) -> (Vec<f64>, Matrix),
+    w: &[f64],
+    max_iter: usize,
+) -> Option<Vec<f64>> {
+    let support: Vec<usize> = (0..w.len()).filter(|&i| w[i] > 0.0).collect();
+    let s = support.len();
+    if s == 0 {
+        return None;
+    }
+    let mut x = w.to_vec();
+    for _ in 0..max_iter {
+        let (g, h) = grad_hess(&x);
+        let mut system = vec![vec![0.0; s + 1]; s + 1];
+        let mut rhs = vec![0.0; s + 1];
+        for (r, &i) in support.iter().enumerate() {
+            for (c, &j) in support.iter().enumerate() {
+                system[r][c] = h[i][j];
+            }
+            system[r][s] = 1.0;
+            system[s][r] = 1.0;
+            rhs[r] = -g[i];
+        }
+        let step = solve(&system, &rhs, 1e-14)?;
+        let mut largest = 0.0f64;
+        for (r, &i) in support.iter().enumerate() {
+            x[i] += step[r];
+            largest = largest.max(step[r].abs());
+            if x[i] <= 0.0 {
+                return None;
+            }
+        }
+        if largest <= 4.0 * f64::EPSILON {
+            break;
+        }
+    }
+    let sum: f64 = x.iter().sum();
+    x.iter_mut().for_each(|v| *v /= sum);
+    let (g, _) = grad_hess(&x);
+    let mu = support.iter().map(|&i| g[i]).sum::<f64>() / s as f64;
+    let scale = g.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+    let kkt = support.iter().all(|&i| (g[i] - mu).abs() <= 1e-9 * scale)
+        && (0..w.len()).all(|i| w[i] > 0.0 || g[i] >= mu - 1e-9 * scale);
+    (kkt && x.iter().all(|v| v.is_finite())).then_some(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     fn random_matrix(values: &[f64], n: usize) -> Matrix {
-        (0..n).map(|i| values[i * n..(i + 1) * n].to_vec()).collect()
+        (0..n)
+            .map(|i| values[i * n..(i + 1) * n].to_vec())
+            .collect()
     }
 
     #[test]

@@ -120,17 +120,26 @@ mod tests {
     fn orthogonal_gradients_are_rescaled_to_the_smallest_norm() {
         // g1 = (3, 0), g2 = (0, 1): B = diag(1/3, 1) -> alpha = (1/3, 1): both aligned gradients have norm 1.
         let s = aligned(&[vec![9.0, 0.0], vec![0.0, 1.0]], ScaleMode::Min);
-        assert!((s.alpha[0] - 1.0 / 3.0).abs() < 1e-14 && (s.alpha[1] - 1.0).abs() < 1e-14, "{s:?}");
+        assert!(
+            (s.alpha[0] - 1.0 / 3.0).abs() < 1e-14 && (s.alpha[1] - 1.0).abs() < 1e-14,
+            "{s:?}"
+        );
         let s = aligned(&[vec![9.0, 0.0], vec![0.0, 1.0]], ScaleMode::Rmse);
         assert!((s.scale - 5f64.sqrt()).abs() < 1e-14);
     }
 
     #[test]
     fn degenerate_inputs() {
-        assert_eq!(aligned(&[vec![0.0, 0.0], vec![0.0, 0.0]], ScaleMode::Min).alpha, vec![1.0, 1.0]);
+        assert_eq!(
+            aligned(&[vec![0.0, 0.0], vec![0.0, 0.0]], ScaleMode::Min).alpha,
+            vec![1.0, 1.0]
+        );
         let same = aligned(&[vec![4.0, 4.0], vec![4.0, 4.0]], ScaleMode::Min);
         // Rank 1: v = (1, 1)/sqrt 2, lambda = 8, scale = sqrt 8: B = v v^T, alpha = (1, 1).
-        assert!((same.alpha[0] - 1.0).abs() < 1e-12 && (same.alpha[1] - 1.0).abs() < 1e-12, "{same:?}");
+        assert!(
+            (same.alpha[0] - 1.0).abs() < 1e-12 && (same.alpha[1] - 1.0).abs() < 1e-12,
+            "{same:?}"
+        );
         assert!((aligned(&[vec![4.0]], ScaleMode::Min).alpha[0] - 1.0).abs() < 1e-15);
     }
 

@@ -9,7 +9,7 @@
 //!
 //! So `alpha_i = (1/T + lambda w_i) / scale`, all `>= 0`.
 
-use crate::linalg::{dot, mat_vec, minimize_on_simplex, SimplexSolver};
+use crate::linalg::{dot, mat_vec, minimize_on_simplex, polish_on_face, SimplexSolver};
 
 /// The result of one CAGrad solve.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +41,12 @@ pub fn rescale_divisor(calpha: f64, rescale: u8) -> f64 {
 }
 
 /// Solves CAGrad for the Gram matrix with `calpha` (the paper's `c`) and `rescale`.
-pub fn cagrad(gram: &[Vec<f64>], calpha: f64, rescale: u8, solver: SimplexSolver) -> CaGradSolution {
+pub fn cagrad(
+    gram: &[Vec<f64>],
+    calpha: f64,
+    rescale: u8,
+    solver: SimplexSolver,
+) -> CaGradSolution {
     let t = gram.len();
     let tf = t as f64;
     let mean = gram.iter().flatten().sum::<f64>() / (tf * tf).max(1.0);
@@ -56,10 +61,31 @@ pub fn cagrad(gram: &[Vec<f64>], calpha: f64, rescale: u8, solver: SimplexSolver
         (f, g)
     };
     let (w, iterations) = minimize_on_simplex(f_grad, &vec![1.0 / tf; t], solver);
+    let grad_hess = |w: &[f64]| {
+        let gw = mat_vec(gram, w);
+        let root = (dot(w, &gw) + 1e-8).max(1e-300).sqrt();
+        let g = gb.iter().zip(&gw).map(|(b, v)| b + c * v / root).collect();
+        let h = (0..t)
+            .map(|i| {
+                (0..t)
+                    .map(|j| c * (gram[i][j] / root - gw[i] * gw[j] / (root * root * root)))
+                    .collect()
+            })
+            .collect();
+        (g, h)
+    };
+    let before = objective(gram, c, &w);
+    let w = match polish_on_face(grad_hess, &w, 50) {
+        Some(p) if objective(gram, c, &p) <= before + 1e-12 * before.abs() + 1e-15 => p,
+        _ => w,
+    };
     let gw_norm = quad_norm(gram, &w);
     let lambda = c / (gw_norm + 1e-8);
     let divisor = rescale_divisor(calpha, rescale);
-    let alpha = w.iter().map(|wi| (1.0 / tf + lambda * wi) / divisor).collect();
+    let alpha = w
+        .iter()
+        .map(|wi| (1.0 / tf + lambda * wi) / divisor)
+        .collect();
     CaGradSolution {
         alpha,
         w,
@@ -91,7 +117,12 @@ mod tests {
 
     #[test]
     fn degenerate_inputs_are_finite() {
-        let zero = cagrad(&[vec![0.0, 0.0], vec![0.0, 0.0]], 0.4, 1, SimplexSolver::default());
+        let zero = cagrad(
+            &[vec![0.0, 0.0], vec![0.0, 0.0]],
+            0.4,
+            1,
+            SimplexSolver::default(),
+        );
         assert!(zero.alpha.iter().all(|a| a.is_finite() && *a >= 0.0));
         let one = cagrad(&[vec![3.0]], 0.4, 1, SimplexSolver::default());
         assert!(one.alpha[0].is_finite());

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::linalg::{minimize_on_simplex, quad, solve, SimplexSolver};
+use crate::linalg::{minimize_on_simplex, polish_on_face, quad, solve, SimplexSolver};
 
 /// The largest `T` solved by enumerating supports (`2^T - 1` small systems).
 pub const EXACT_MAX_TASKS: usize = 12;
@@ -133,9 +133,31 @@ pub fn min_norm_exact(gram: &[Vec<f64>]) -> Option<Vec<f64>> {
 pub fn min_norm_iterative(gram: &[Vec<f64>], start: &[f64], solver: SimplexSolver) -> Vec<f64> {
     let f_grad = |a: &[f64]| {
         let g = crate::linalg::mat_vec(gram, a);
-        (crate::linalg::dot(a, &g), g.iter().map(|v| 2.0 * v).collect())
+        (
+            crate::linalg::dot(a, &g),
+            g.iter().map(|v| 2.0 * v).collect(),
+        )
     };
-    minimize_on_simplex(f_grad, start, solver).0
+    let (w, _) = minimize_on_simplex(f_grad, start, solver);
+    let grad_hess = |a: &[f64]| {
+        let g = crate::linalg::mat_vec(gram, a)
+            .iter()
+            .map(|v| 2.0 * v)
+            .collect();
+        let h = gram
+            .iter()
+            .map(|row| row.iter().map(|v| 2.0 * v).collect())
+            .collect();
+        (g, h)
+    };
+    match polish_on_face(grad_hess, &w, 5) {
+        Some(p)
+            if objective(gram, &p) <= objective(gram, &w) + 1e-13 * objective(gram, &w).abs() =>
+        {
+            p
+        }
+        _ => w,
+    }
 }
 
 /// MGDA with normalisation: the min-norm point of the normalised gradients `g_i / n_i`, mapped back to
@@ -172,7 +194,10 @@ mod tests {
         // g1 = (1, 0), g2 = (0, 2): min-norm weights (4/5, 1/5).
         let gram = vec![vec![1.0, 0.0], vec![0.0, 4.0]];
         let a = min_norm(&gram);
-        assert!((a[0] - 0.8).abs() < 1e-14 && (a[1] - 0.2).abs() < 1e-14, "{a:?}");
+        assert!(
+            (a[0] - 0.8).abs() < 1e-14 && (a[1] - 0.2).abs() < 1e-14,
+            "{a:?}"
+        );
     }
 
     #[test]
@@ -181,11 +206,17 @@ mod tests {
         let zero = min_norm(&[vec![0.0, 0.0], vec![0.0, 0.0]]);
         assert_eq!(zero, vec![0.5, 0.5]);
         let same = min_norm(&[vec![2.0, 2.0], vec![2.0, 2.0]]);
-        assert!(same.iter().all(|v| v.is_finite()) && (same.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(
+            same.iter().all(|v| v.is_finite()) && (same.iter().sum::<f64>() - 1.0).abs() < 1e-12
+        );
         // One zero gradient: the min-norm point is that gradient, norm 0.
         let with_zero = min_norm(&[vec![1.0, 0.0], vec![0.0, 0.0]]);
         assert!(objective(&[vec![1.0, 0.0], vec![0.0, 0.0]], &with_zero) < 1e-14);
-        let (alpha, _, _) = mgda(&[vec![0.0, 0.0], vec![0.0, 1.0]], &[0.0, 1.0], Normalization::LossPlus);
+        let (alpha, _, _) = mgda(
+            &[vec![0.0, 0.0], vec![0.0, 1.0]],
+            &[0.0, 1.0],
+            Normalization::LossPlus,
+        );
         assert!(alpha.iter().all(|v| v.is_finite()));
     }
 

@@ -34,7 +34,9 @@ pub fn combine(vectors: &[Vec<f64>], alpha: &[f64]) -> Vec<f64> {
 
 /// The task gradients' norms `sqrt(G_ii)` (negative rounding clamped to 0).
 pub fn norms(gram: &[Vec<f64>]) -> Vec<f64> {
-    (0..gram.len()).map(|i| gram[i][i].max(0.0).sqrt()).collect()
+    (0..gram.len())
+        .map(|i| gram[i][i].max(0.0).sqrt())
+        .collect()
 }
 
 /// The cosine between each task gradient and `d = sum_k alpha_k g_k`, through the Gram matrix (0 where

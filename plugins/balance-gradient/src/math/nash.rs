@@ -47,7 +47,13 @@ pub fn residual(m: &[Vec<f64>], alpha: &[f64]) -> f64 {
 
 /// Solves `(G_n + ridge I) alpha = 1 / alpha` from `warm` (used when finite and positive, else ones),
 /// to `|alpha_i (M alpha)_i - 1| <= tol`, in at most `max_iter` Newton steps.
-pub fn nash(gram: &[Vec<f64>], warm: &[f64], ridge: f64, max_iter: usize, tol: f64) -> NashSolution {
+pub fn nash(
+    gram: &[Vec<f64>],
+    warm: &[f64],
+    ridge: f64,
+    max_iter: usize,
+    tol: f64,
+) -> NashSolution {
     let t = gram.len();
     let Some(mut m) = normalised(gram) else {
         return NashSolution {
@@ -75,7 +81,14 @@ pub fn nash(gram: &[Vec<f64>], warm: &[f64], ridge: f64, max_iter: usize, tol: f
         let hessian: Vec<Vec<f64>> = (0..t)
             .map(|i| {
                 (0..t)
-                    .map(|j| m[i][j] + if i == j { 1.0 / (alpha[i] * alpha[i]) } else { 0.0 })
+                    .map(|j| {
+                        m[i][j]
+                            + if i == j {
+                                1.0 / (alpha[i] * alpha[i])
+                            } else {
+                                0.0
+                            }
+                    })
                     .collect()
             })
             .collect();
@@ -146,7 +159,10 @@ mod tests {
             vec![vec![2.0]],
         ] {
             let s = nash(&gram, &[], DEFAULT_RIDGE, 200, 1e-12);
-            assert!(s.alpha.iter().all(|a| a.is_finite() && *a > 0.0), "{gram:?}: {s:?}");
+            assert!(
+                s.alpha.iter().all(|a| a.is_finite() && *a > 0.0),
+                "{gram:?}: {s:?}"
+            );
         }
     }
 

@@ -134,7 +134,13 @@ impl Rule for NashRule {
     }
 
     fn combine(&mut self, gram: &[Vec<f64>], _losses: &[f64]) -> Result<Combination> {
-        let s = nash(gram, &self.state.alpha, self.ridge, self.max_iter, TOLERANCE);
+        let s = nash(
+            gram,
+            &self.state.alpha,
+            self.ridge,
+            self.max_iter,
+            TOLERANCE,
+        );
         if s.alpha.iter().all(|a| a.is_finite() && *a > 0.0) {
             self.state.alpha = s.alpha.clone();
         }
