@@ -238,13 +238,30 @@ mod tests {
         }
 
         #[test]
-        fn weights_do_not_depend_on_the_losses(seed in any::<u64>(), losses in prop::collection::vec(0.0f64..1e3, 3)) {
-            // Permuting (or changing) the losses changes nothing: the weights depend on the seed only, so
-            // the equivariance that holds is the trivial one, in distribution (the draws are i.i.d.).
-            let _ = losses;
-            let a = RlwConfig { seed }.rule(3).unwrap().next_weights();
-            let b = RlwConfig { seed }.rule(3).unwrap().next_weights();
-            prop_assert_eq!(a, b);
+        fn weights_do_not_depend_on_the_losses(
+            seed in any::<u64>(),
+            losses in prop::collection::vec(0.0f64..1e3, 3),
+            rotation in 1usize..3,
+        ) {
+            // What holds for RLW: the applied weights depend on the seed only. Permuting the losses does not
+            // permute the weights (equivariance holds only in distribution: the draws are i.i.d.).
+            let permuted: Vec<f64> = (0..3).map(|i| losses[(i + rotation) % 3]).collect();
+            let parts = balance_core::SharedParts::new(vec![], vec![]);
+            let mut applied = Vec::new();
+            for values in [&losses, &permuted] {
+                let leaves: Vec<tch::Tensor> = values
+                    .iter()
+                    .map(|&l| tch::Tensor::from(l).set_requires_grad(true))
+                    .collect();
+                let mut b = RlwConfig { seed }.build(3).unwrap();
+                let report = b.backward(&StepInput::new(&leaves, values, &parts, None, 0)).unwrap();
+                for (leaf, w) in leaves.iter().zip(&report.weights) {
+                    prop_assert_eq!(leaf.grad().double_value(&[]), *w);
+                }
+                applied.push(report.weights);
+            }
+            prop_assert_eq!(&applied[0], &applied[1]);
+            prop_assert_eq!(&applied[0], &RlwConfig { seed }.rule(3).unwrap().next_weights());
         }
 
         #[test]

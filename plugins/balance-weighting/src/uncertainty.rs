@@ -64,7 +64,7 @@ impl Form {
 }
 
 /// One form for every task, or a list with one form per task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Forms {
     /// The same form for every task.
@@ -76,6 +76,38 @@ pub enum Forms {
 impl Default for Forms {
     fn default() -> Self {
         Forms::All(Form::Classification)
+    }
+}
+
+impl<'de> Deserialize<'de> for Forms {
+    /// Reads `"classification"`, `"regression"` or a list of them, with an error naming the bad entry.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let parse = |s: &str| match s {
+            "classification" => Ok(Form::Classification),
+            "regression" => Ok(Form::Regression),
+            other => Err(D::Error::custom(format!(
+                "unknown form `{other}`, expected `classification` or `regression`"
+            ))),
+        };
+        match Raw::deserialize(d).map_err(|_| {
+            D::Error::custom(
+                "`form` must be \"classification\", \"regression\" or a list of them, one per task",
+            )
+        })? {
+            Raw::One(s) => Ok(Forms::All(parse(&s)?)),
+            Raw::Many(list) => list
+                .iter()
+                .map(|s| parse(s))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map(Forms::PerTask),
+        }
     }
 }
 
@@ -500,7 +532,11 @@ mod tests {
         assert!(e.to_string().contains("unknown field `regulariser`"), "{e}");
         let e = serde_json::from_str::<UncertaintyConfig>(r#"{"regularizer": "l2"}"#).unwrap_err();
         assert!(e.to_string().contains("unknown variant `l2`"), "{e}");
-        assert!(serde_json::from_str::<UncertaintyConfig>(r#"{"form": "ranking"}"#).is_err());
+        let e = serde_json::from_str::<UncertaintyConfig>(r#"{"form": ["regression", "ranking"]}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown form `ranking`"), "{e}");
+        let e = serde_json::from_str::<UncertaintyConfig>(r#"{"form": 3}"#).unwrap_err();
+        assert!(e.to_string().contains("`form` must be"), "{e}");
     }
 
     /// The closed-form gradient and the total agree with tch autograd of the same objective.
