@@ -5,9 +5,20 @@ use balance::{registry, BalanceError, BalancerKind, BalancerSpec};
 
 /// Every first-party plugin, with its kind. Adding a plugin to the facade means adding it here.
 const FIRST_PARTY: &[(&str, BalancerKind)] = &[
+    ("aligned_mtl", BalancerKind::GradientCombination),
+    ("cagrad", BalancerKind::GradientCombination),
+    ("dwa", BalancerKind::LossWeighting),
+    ("famo", BalancerKind::LossWeighting),
+    ("gls", BalancerKind::LossWeighting),
     ("grad_norm", BalancerKind::GradientWeighting),
+    ("imtl", BalancerKind::GradientCombination),
     ("loss_norm", BalancerKind::LossWeighting),
+    ("mgda", BalancerKind::GradientCombination),
+    ("nashmtl", BalancerKind::GradientCombination),
+    ("pcgrad", BalancerKind::GradientCombination),
+    ("rlw", BalancerKind::LossWeighting),
     ("static", BalancerKind::LossWeighting),
+    ("uncertainty", BalancerKind::LossWeighting),
 ];
 
 #[test]
@@ -125,9 +136,10 @@ fn unknown_field_missing_method_and_wrong_shape_are_clear_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("unknown field `decai`"), "{err}");
     let err = serde_json::from_str::<BalancerSpec>(r#"{"scale": "ema"}"#).unwrap_err();
+    let known = registry().unwrap().names().join(", ");
     assert!(
         err.to_string()
-            .contains("missing field `method` (one of: grad_norm, loss_norm, static"),
+            .contains(&format!("missing field `method` (one of: {known}")),
         "{err}"
     );
     let err = serde_json::from_str::<BalancerSpec>("42").unwrap_err();

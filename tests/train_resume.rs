@@ -49,7 +49,7 @@ fn trainer(spec: &str, init_seed: i64) -> Trainer<Mmoe> {
     .unwrap();
     let tasks = dataset(1, 0).tasks;
     let train = TrainConfig {
-        epochs: 2,
+        epochs: 3,
         batch_size: 256,
         seed: 42,
         ..TrainConfig::default()
@@ -86,19 +86,25 @@ fn two_runs_with_one_seed_are_identical_and_learn() {
 #[test]
 fn resume_mid_epoch_is_bit_identical_for_every_balancer() {
     let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let (train, eval) = train_and_eval();
-    for spec in [
-        "static",
-        "loss_norm",
-        "grad_norm",
-        r#"{"method":"grad_norm","shared":"representation"}"#,
-    ] {
+    let (train, eval) = dataset(2500, 1).split_at(2000);
+    // Every registered balancer (DWA, FAMO and the gradient methods included), plus the representation
+    // variants of two gradient methods.
+    let mut specs: Vec<String> = balance::registry()
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    specs.push(r#"{"method":"grad_norm","shared":"representation"}"#.into());
+    specs.push(r#"{"method":"mgda","target":"representation"}"#.into());
+    for spec in &specs {
+        let spec = spec.as_str();
         let mut straight = trainer(spec, 7);
         straight.run(&train, &eval, &mut NoObserver).unwrap();
 
         let mut first = trainer(spec, 7);
-        // 16 steps per epoch: stop in the middle of the first epoch.
-        assert!(!first.run_steps(&train, &eval, &mut NoObserver, 7).unwrap());
+        // 8 steps per epoch: stop in the middle of the third (DWA's first weighted epoch).
+        assert!(!first.run_steps(&train, &eval, &mut NoObserver, 19).unwrap());
         let json = serde_json::to_string(&first.checkpoint().unwrap()).unwrap();
         drop(first);
 
