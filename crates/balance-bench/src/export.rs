@@ -120,7 +120,7 @@ impl Exporter for Markdown {
                 opt(c.memory_ratio_vs_static, "x")
             )?;
         }
-        writeln!(out, "\n## Weights (mean over seeds: first step -> end)\n")?;
+        writeln!(out, "\n## Weights (mean over seeds: applied at the first step -> mean applied over the last epoch)\n")?;
         writeln!(
             out,
             "| dataset | model | balancer | tasks | first step | end |"

@@ -26,7 +26,7 @@ pub struct RunResult {
     pub metrics: Vec<TaskMetrics>,
     /// Weights applied at the first step.
     pub initial_weights: Vec<f64>,
-    /// Weights at the end.
+    /// Mean of the weights applied over the last epoch (for RLW: about 1 each by construction).
     pub final_weights: Vec<f64>,
     /// Median wall time of a training step, in milliseconds.
     pub median_step_ms: f64,
@@ -94,7 +94,7 @@ pub struct WeightRow {
     pub tasks: Vec<String>,
     /// Mean first-step weights.
     pub initial: Vec<f64>,
-    /// Mean final weights.
+    /// Mean (over seeds) of the weights applied over the last epoch.
     pub last: Vec<f64>,
 }
 

@@ -122,11 +122,24 @@ struct Recorder {
     weights: Vec<Vec<f64>>,
     losses: Vec<Vec<f64>>,
     epochs: Vec<EpochReport>,
+    /// Sum of the weights applied since the epoch began, and the number of steps summed.
+    epoch_weight_sum: Vec<f64>,
+    epoch_steps: usize,
+    /// Mean weights applied over the last finished epoch.
+    last_epoch_weights: Vec<f64>,
 }
 
 impl Observer for Recorder {
     fn on_step(&mut self, event: &StepEvent<'_>) {
         self.step_seconds.push(event.seconds);
+        let w = &event.report.weights;
+        if self.epoch_weight_sum.len() != w.len() {
+            self.epoch_weight_sum = vec![0.0; w.len()];
+        }
+        for (sum, x) in self.epoch_weight_sum.iter_mut().zip(w) {
+            *sum += x;
+        }
+        self.epoch_steps += 1;
         if event.global_step % TRAJECTORY_EVERY == 0 {
             self.trajectory_steps.push(event.global_step);
             self.weights.push(event.report.weights.clone());
@@ -136,6 +149,12 @@ impl Observer for Recorder {
 
     fn on_epoch(&mut self, report: &EpochReport) {
         self.epochs.push(report.clone());
+        if self.epoch_steps > 0 {
+            let n = self.epoch_steps as f64;
+            self.last_epoch_weights = self.epoch_weight_sum.iter().map(|s| s / n).collect();
+        }
+        self.epoch_weight_sum.iter_mut().for_each(|s| *s = 0.0);
+        self.epoch_steps = 0;
     }
 }
 
@@ -279,7 +298,7 @@ fn run_one(
         tasks: train.tasks.iter().map(|t| t.name.clone()).collect(),
         metrics: final_epoch.metrics,
         initial_weights: recorder.weights.first().cloned().unwrap_or_default(),
-        final_weights: trainer.balancer().weights(),
+        final_weights: recorder.last_epoch_weights.clone(),
         median_step_ms: crate::stats::median(&recorder.step_seconds).unwrap_or(f64::NAN) * 1e3,
         train_seconds: start.elapsed().as_secs_f64(),
         trajectory_steps: recorder.trajectory_steps,
