@@ -1,7 +1,8 @@
 """The eager-PyTorch peer of GUIDE section 5: the same MMoE, static weights, Adam, 2 threads.
 
-Prints one line per batch size: `<batch> <median ms/step>`. Run by benches/throughput.rs with the project's
-venv python (torch 2.11.0); also runnable alone: .venv/bin/python crates/balance-harness/benches/peer_mmoe.py
+Alone, prints one line per batch size: `<batch> <median ms/step>`
+(.venv/bin/python crates/balance-harness/benches/peer_mmoe.py). With `serve`, benches/throughput.rs drives it
+round by round, interleaved with its own steps, so both see the same machine load.
 """
 import sys
 import time
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 torch.set_num_threads(2)
 torch.manual_seed(0)
-STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 60
+STEPS = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 60
 
 
 class MMoE(nn.Module):
@@ -35,7 +36,7 @@ class MMoE(nn.Module):
         return outs
 
 
-for batch in (256, 1024, 4096):
+def make_step(batch):
     model = MMoE()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     dense = torch.randn(batch, 8)
@@ -51,10 +52,28 @@ for batch in (256, 1024, 4096):
 
     for _ in range(10):
         step()
+    return step
+
+
+def timed(step, n):
     times = []
-    for _ in range(STEPS):
+    for _ in range(n):
         t = time.perf_counter()
         step()
         times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    print(batch, times[len(times) // 2], flush=True)
+    return times
+
+
+if len(sys.argv) > 1 and sys.argv[1] == "serve":
+    # Interleaved mode (benches/throughput.rs): each stdin line `<batch> <steps>` runs that many steps
+    # (the model for a batch size is built and warmed up once) and prints their times in ms.
+    steps_for = {}
+    for line in sys.stdin:
+        batch, n = map(int, line.split())
+        if batch not in steps_for:
+            steps_for[batch] = make_step(batch)
+        print(" ".join(f"{t:.4f}" for t in timed(steps_for[batch], n)), flush=True)
+else:
+    for batch in (256, 1024, 4096):
+        times = sorted(timed(make_step(batch), STEPS))
+        print(batch, times[len(times) // 2], flush=True)

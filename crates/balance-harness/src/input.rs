@@ -235,7 +235,7 @@ impl InputEncoder {
             let embedded = batch
                 .sparse
                 .f_add(&self.offsets)
-                .and_then(|ids| Tensor::f_embedding(table, &ids, -1, false, false))
+                .and_then(|ids| lookup(table, &ids))
                 .and_then(|e| e.f_reshape([b, features * self.config.embedding_dim]))
                 .context("embedding the categorical ids")?;
             parts.push(embedded);
@@ -267,12 +267,23 @@ impl InputEncoder {
     }
 }
 
+/// Rows `ids` (any shape) of `table`, shaped `[..ids, D]`: an `index_select`, whose backward (an
+/// `index_add`) is about 2.5x cheaper on the CPU than `embedding`'s dense backward at batch 4096 (same
+/// gradient; measured with torch 2.11, 2 threads).
+fn lookup(table: &Tensor, ids: &Tensor) -> std::result::Result<Tensor, tch::TchError> {
+    let mut shape = ids.size();
+    shape.push(table.size().last().copied().unwrap_or(0));
+    table
+        .f_index_select(0, &ids.f_reshape([-1])?)?
+        .f_reshape(shape.as_slice())
+}
+
 /// Embeds a padded `[B, L]` id list (`-1` = padding) at `offset` in `table` and pools it to `[B, D]`.
 fn pool_sequence(table: &Tensor, ids: &Tensor, offset: i64, pooling: Pooling) -> Result<Tensor> {
     let pooled = (|| {
         let valid = ids.f_ge(0)?.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?; // [B, L, 1]
         let shifted = ids.f_clamp_min(0)?.f_add_scalar(offset)?;
-        let embedded = Tensor::f_embedding(table, &shifted, -1, false, false)?.f_mul(&valid)?;
+        let embedded = lookup(table, &shifted)?.f_mul(&valid)?;
         let sum = embedded.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Float)?; // [B, D]
         match pooling {
             Pooling::Sum => Ok(sum),
