@@ -92,10 +92,11 @@ pub struct RunArgs {
     /// Census-Income task (repeatable): income, never_married, education.
     #[arg(long = "census-task")]
     pub census_tasks: Vec<balance_harness::data::census::CensusTask>,
-    /// Your own data: a CSV file with a header row (with --schema; selects the `csv` dataset).
-    #[arg(long, requires = "schema")]
+    /// Your own data: a CSV file with a header row, or a Parquet file (`*.parquet` or `PAR1` magic;
+    /// LIST columns feed sequence features) (with --schema; selects the `csv` dataset). Alias: --data.
+    #[arg(long, alias = "data", requires = "schema")]
     pub csv: Option<PathBuf>,
-    /// The schema (TOML or JSON) mapping the CSV's columns to features and tasks.
+    /// The schema (TOML or JSON) mapping the file's columns to features and tasks.
     #[arg(long, requires = "csv")]
     pub schema: Option<PathBuf>,
     /// Model learning rate.

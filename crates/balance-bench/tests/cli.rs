@@ -234,3 +234,30 @@ fn csv_with_schema_runs_and_a_bad_csv_names_line_column_and_value() {
         "{stderr}"
     );
 }
+
+#[test]
+fn data_alias_takes_a_parquet_path_and_names_a_file_that_is_not_parquet() {
+    let dir = scratch("parquet");
+    let schema = dir.join("schema.toml");
+    std::fs::write(
+        &schema,
+        "[[features]]\ncolumn = \"x\"\nkind = \"dense\"\n[[tasks]]\nname = \"a\"\ncolumn = \"y\"\nkind = \"binary\"\n",
+    )
+    .unwrap();
+    let data = dir.join("data.parquet");
+    std::fs::write(&data, "x,y\n0.1,1\n0.2,0\n").unwrap();
+    let out = bench(&[
+        "run",
+        "--data",
+        data.to_str().unwrap(),
+        "--schema",
+        schema.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("data.parquet: not a Parquet file"),
+        "{stderr}"
+    );
+}

@@ -1,5 +1,5 @@
-//! Bring your own data: a CSV file plus a schema (TOML or JSON) that maps columns to features and label
-//! columns to tasks, no code.
+//! Bring your own data: a CSV (or Parquet) file plus a schema (TOML or JSON) that maps columns to
+//! features and label columns to tasks, no code.
 //!
 //! ```toml
 //! delimiter = ","           # default ","
@@ -28,6 +28,20 @@
 //!
 //! The file has a header row naming its columns. Errors name the file, the line, the column and the value
 //! (a bad number, an unknown column, an empty file); an unknown feature kind is a schema error.
+//!
+//! # Parquet
+//!
+//! A file named `*.parquet`, or one that starts with the `PAR1` magic bytes, is read as Parquet with the
+//! same schema (`delimiter` is then unused): its top-level columns play the header's part, and each
+//! value becomes the text a CSV field would hold (see [`parquet_rows`](super::parquet_rows)), so the
+//! rules above apply unchanged: integers, floats and strings as their text (a float 1.0 is `1`), booleans
+//! as `true` / `false` (a binary task on a boolean column needs `positive = ["true"]`), a null as an
+//! empty field (a null dense value is a "finite number" error). A sequence feature takes either a LIST
+//! column, each element one id (no splitting; null elements are skipped), or a string column already
+//! joined with its `separator`; a LIST column anywhere else is an error. Errors name `row N` (1-based,
+//! no header) instead of `line N`; a file named `.parquet` that is not Parquet, a missing column (with
+//! the file's columns listed) and a file without rows each get their own error. Compression: none or
+//! snappy.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -36,6 +50,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::batch::Batch;
+use crate::data::parquet_rows::{is_parquet, Cell, ParquetRows};
 use crate::data::{Dataset, Task, TaskKind};
 use crate::error::{HarnessError, Result};
 use crate::input::{InputConfig, Pooling, SequenceFeature};
@@ -219,37 +234,154 @@ impl Schema {
     }
 }
 
-fn data_error(path: &Path, line: usize, column: &str, value: &str, expected: &str) -> HarnessError {
+/// Where a row was read: `line N` of a CSV file (counting the header), `row N` of a Parquet file.
+#[derive(Debug, Clone, Copy)]
+struct Location {
+    unit: &'static str,
+    n: usize,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.unit, self.n)
+    }
+}
+
+fn data_error(
+    path: &Path,
+    at: Location,
+    column: &str,
+    value: &str,
+    expected: &str,
+) -> HarnessError {
     HarnessError::BadData(format!(
-        "{}, line {line}, column `{column}`: value {value:?}, expected {expected}",
+        "{}, {at}, column `{column}`: value {value:?}, expected {expected}",
         path.display()
     ))
 }
 
-/// Reads `csv` as `schema` says and splits it into a training set and the held-out tail.
-pub fn load(csv_path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(u8::try_from(schema.delimiter).map_err(|_| {
-            HarnessError::invalid(
-                "schema",
-                "delimiter",
-                schema.delimiter,
-                "an ASCII character",
-            )
-        })?)
-        .from_path(csv_path)
-        .map_err(|e| HarnessError::BadData(format!("cannot read {}: {e}", csv_path.display())))?;
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(|e| HarnessError::BadData(format!("{}: no header row: {e}", csv_path.display())))?
-        .iter()
-        .map(str::to_string)
-        .collect();
+/// One row's fields, from either kind of file.
+enum Record {
+    Csv(csv::StringRecord),
+    Parquet(Vec<Cell>),
+}
+
+impl Record {
+    /// Field `c` as text (empty when the row is short); `Err` with the elements for a list.
+    fn text(&self, c: usize) -> std::result::Result<&str, String> {
+        match self {
+            Record::Csv(r) => Ok(r.get(c).unwrap_or("")),
+            Record::Parquet(cells) => match cells.get(c) {
+                None => Ok(""),
+                Some(Cell::Text(t)) => Ok(t),
+                Some(Cell::List(items)) => Err(format!("[{}]", items.join(", "))),
+            },
+        }
+    }
+
+    /// Field `c` as a sequence's ids: a text split on `separator`, or a list's elements.
+    fn items<'a>(&'a self, c: usize, separator: &'a str) -> Vec<&'a str> {
+        match self {
+            Record::Parquet(cells) => match cells.get(c) {
+                Some(Cell::List(items)) => items.iter().map(String::as_str).collect(),
+                Some(Cell::Text(t)) => t.split(separator).collect(),
+                None => Vec::new(),
+            },
+            Record::Csv(r) => r.get(c).unwrap_or("").split(separator).collect(),
+        }
+    }
+}
+
+/// The rows of a CSV or a Parquet file, with the column names.
+enum Rows {
+    Csv {
+        header: Vec<String>,
+        records: csv::StringRecordsIntoIter<std::fs::File>,
+        read: usize,
+    },
+    Parquet(ParquetRows),
+}
+
+impl Rows {
+    /// Opens `path`: Parquet when [`is_parquet`] says so, CSV (with the schema's delimiter) otherwise.
+    fn open(path: &Path, schema: &Schema) -> Result<Self> {
+        if is_parquet(path) {
+            return Ok(Rows::Parquet(ParquetRows::open(path)?));
+        }
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(u8::try_from(schema.delimiter).map_err(|_| {
+                HarnessError::invalid(
+                    "schema",
+                    "delimiter",
+                    schema.delimiter,
+                    "an ASCII character",
+                )
+            })?)
+            .from_path(path)
+            .map_err(|e| HarnessError::BadData(format!("cannot read {}: {e}", path.display())))?;
+        let header: Vec<String> = reader
+            .headers()
+            .map_err(|e| HarnessError::BadData(format!("{}: no header row: {e}", path.display())))?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        Ok(Rows::Csv {
+            header,
+            records: reader.into_records(),
+            read: 0,
+        })
+    }
+
+    fn columns(&self) -> &[String] {
+        match self {
+            Rows::Csv { header, .. } => header,
+            Rows::Parquet(rows) => rows.columns(),
+        }
+    }
+
+    /// Where the column names come from, for the missing-column error.
+    fn columns_from(&self) -> &'static str {
+        match self {
+            Rows::Csv { .. } => "the header",
+            Rows::Parquet(_) => "the Parquet file",
+        }
+    }
+
+    /// The next row and where it is; errors name the file and the line or row.
+    fn next_row(&mut self, path: &Path) -> Option<Result<(Location, Record)>> {
+        match self {
+            Rows::Csv { records, read, .. } => {
+                let record = records.next()?;
+                *read += 1;
+                let at = Location {
+                    unit: "line",
+                    n: *read + 1, // 1-based, after the header
+                };
+                Some(
+                    record.map(|r| (at, Record::Csv(r))).map_err(|e| {
+                        HarnessError::BadData(format!("{}, {at}: {e}", path.display()))
+                    }),
+                )
+            }
+            Rows::Parquet(rows) => Some(
+                rows.next()?
+                    .map(|(n, cells)| (Location { unit: "row", n }, Record::Parquet(cells))),
+            ),
+        }
+    }
+}
+
+/// Reads `path` (CSV, or Parquet when it is named `*.parquet` or starts with the `PAR1` magic) as
+/// `schema` says and splits it into a training set and the held-out tail.
+pub fn load(path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
+    let mut source = Rows::open(path, schema)?;
+    let header = source.columns();
     let index = |name: &str| -> Result<usize> {
         header.iter().position(|h| h == name).ok_or_else(|| {
             HarnessError::BadData(format!(
-                "{}: column `{name}` named in the schema is not in the header (columns: {})",
-                csv_path.display(),
+                "{}: column `{name}` named in the schema is not in {} (columns: {})",
+                path.display(),
+                source.columns_from(),
                 header.join(", ")
             ))
         })
@@ -283,31 +415,39 @@ pub fn load(csv_path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
     let mut raw_sequences: Vec<Vec<String>> = Vec::new();
     let mut labels: Vec<f32> = Vec::new();
     let mut rows = 0usize;
-    for (i, record) in reader.records().enumerate() {
-        let line = i + 2; // 1-based, after the header
-        let record = record.map_err(|e| {
-            HarnessError::BadData(format!("{}, line {line}: {e}", csv_path.display()))
-        })?;
-        let field = |c: usize| record.get(c).unwrap_or("");
+    while let Some(next) = source.next_row(path) {
+        let (at, record) = next?;
+        let field = |c: usize, name: &str| -> Result<&str> {
+            record.text(c).map_err(|list| {
+                data_error(
+                    path,
+                    at,
+                    name,
+                    &list,
+                    "a single value (a list column can only be a sequence feature)",
+                )
+            })
+        };
         for &(c, name) in &dense_cols {
-            let v = field(c);
+            let v = field(c, name)?;
             let x: f64 = v
                 .trim()
                 .parse()
                 .ok()
                 .filter(|x: &f64| x.is_finite())
-                .ok_or_else(|| data_error(csv_path, line, name, v, "a finite number"))?;
+                .ok_or_else(|| data_error(path, at, name, v, "a finite number"))?;
             dense.push(x);
         }
-        for &(c, _) in &sparse_cols {
-            raw_sparse.push(field(c).to_string());
+        for &(c, name) in &sparse_cols {
+            raw_sparse.push(field(c, name)?.to_string());
         }
         for &(c, f) in &sequence_cols {
             let separator = f.separator.as_deref().unwrap_or("|");
             let max_len = f.max_len.unwrap_or(50);
             raw_sequences.push(
-                field(c)
-                    .split(separator)
+                record
+                    .items(c, separator)
+                    .into_iter()
                     .map(str::trim)
                     .filter(|t| !t.is_empty())
                     .take(max_len)
@@ -316,7 +456,7 @@ pub fn load(csv_path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
             );
         }
         for (task, &c) in schema.tasks.iter().zip(&task_cols) {
-            let v = field(c);
+            let v = field(c, &task.column)?;
             labels.push(match task.kind {
                 TaskKind::Binary => {
                     let positive = task.positive.as_deref().unwrap_or(&[]);
@@ -332,9 +472,7 @@ pub fn load(csv_path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
                     .parse::<f32>()
                     .ok()
                     .filter(|x| x.is_finite())
-                    .ok_or_else(|| {
-                        data_error(csv_path, line, &task.column, v, "a finite number")
-                    })?,
+                    .ok_or_else(|| data_error(path, at, &task.column, v, "a finite number"))?,
             });
         }
         rows += 1;
@@ -342,7 +480,7 @@ pub fn load(csv_path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
     if rows < 2 {
         return Err(HarnessError::BadData(format!(
             "{}: {rows} data row(s); at least 2 are needed (training and held out)",
-            csv_path.display()
+            path.display()
         )));
     }
     let holdout = ((rows as f64 * schema.holdout).round() as usize).clamp(1, rows - 1);
@@ -632,5 +770,269 @@ mod tests {
             err.contains("features[1].shares_table_with") && err.contains("a sparse column"),
             "{err}"
         );
+    }
+
+    mod parquet_input {
+        use super::*;
+        use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+        use parquet::file::properties::WriterProperties;
+        use parquet::file::writer::SerializedFileWriter;
+        use parquet::schema::parser::parse_message_type;
+        use std::sync::Arc;
+
+        /// One column's values with its definition and repetition levels (`None` where the column
+        /// has none).
+        enum Column<'a> {
+            Double(&'a [f64], Option<&'a [i16]>),
+            Long(&'a [i64], Option<&'a [i16]>, Option<&'a [i16]>),
+            Text(&'a [&'a str], Option<&'a [i16]>),
+        }
+
+        /// Writes one row group (none when `columns` is empty), snappy-compressed.
+        fn write_parquet(name: &str, message: &str, columns: &[Column]) -> std::path::PathBuf {
+            let path = scratch(name, "");
+            let schema = Arc::new(parse_message_type(message).unwrap());
+            let props = Arc::new(
+                WriterProperties::builder()
+                    .set_compression(parquet::basic::Compression::SNAPPY)
+                    .build(),
+            );
+            let file = std::fs::File::create(&path).unwrap();
+            let mut writer = SerializedFileWriter::new(file, schema, props).unwrap();
+            if !columns.is_empty() {
+                let mut group = writer.next_row_group().unwrap();
+                for column in columns {
+                    let mut w = group.next_column().unwrap().unwrap();
+                    match column {
+                        Column::Double(v, d) => {
+                            w.typed::<DoubleType>().write_batch(v, *d, None).unwrap();
+                        }
+                        Column::Long(v, d, r) => {
+                            w.typed::<Int64Type>().write_batch(v, *d, *r).unwrap();
+                        }
+                        Column::Text(v, d) => {
+                            let bytes: Vec<ByteArray> =
+                                v.iter().map(|s| ByteArray::from(*s)).collect();
+                            w.typed::<ByteArrayType>()
+                                .write_batch(&bytes, *d, None)
+                                .unwrap();
+                        }
+                    }
+                    w.close().unwrap();
+                }
+                group.close().unwrap();
+            }
+            writer.close().unwrap();
+            path
+        }
+
+        fn assert_same(a: &Dataset, b: &Dataset) {
+            assert_eq!(a.input, b.input);
+            assert_eq!(a.tasks, b.tasks);
+            let (x, y) = (&a.examples, &b.examples);
+            for (s, t) in [
+                (&x.dense, &y.dense),
+                (&x.sparse, &y.sparse),
+                (&x.labels, &y.labels),
+            ]
+            .into_iter()
+            .chain(x.sequences.iter().zip(&y.sequences))
+            {
+                assert_eq!((s.kind(), s.size()), (t.kind(), t.size()));
+                assert!(s.equal(t), "{s} != {t}");
+            }
+            assert_eq!(x.sequences.len(), y.sequences.len());
+        }
+
+        const MIXED_SCHEMA: &str = r#"
+            holdout = 0.25
+            [[features]]
+            column = "age"
+            kind = "dense"
+            [[features]]
+            column = "n"
+            kind = "dense"
+            [[features]]
+            column = "city"
+            kind = "sparse"
+            [[features]]
+            column = "item"
+            kind = "sparse"
+            [[features]]
+            column = "history"
+            kind = "sequence"
+            separator = ";"
+            shares_table_with = "item"
+            [[features]]
+            column = "tags"
+            kind = "sequence"
+            [[tasks]]
+            name = "like"
+            column = "y"
+            kind = "binary"
+            [[tasks]]
+            name = "click"
+            column = "clicked"
+            kind = "binary"
+            positive = ["yes"]
+            [[tasks]]
+            name = "revenue"
+            column = "rev"
+            kind = "regression"
+        "#;
+
+        #[test]
+        fn parquet_loads_exactly_as_the_equivalent_csv() {
+            let schema = Schema::from_file(&scratch("pq.toml", MIXED_SCHEMA)).unwrap();
+            let csv = scratch(
+                "pq.csv",
+                "age,n,city,item,history,tags,y,clicked,rev\n\
+                 20.5,3,paris,7,2;3,x|y,1,yes,1.5\n\
+                 40,1,rome,8,,y,0,no,0\n\
+                 30,2,paris,9,1;1;2,,0,no,2.25\n\
+                 50,5,oslo,7,9;1,x,1,yes,4\n",
+            );
+            // history: a list<int64> (one id per element, an empty list in row 2); tags: a string
+            // already joined with `|`, null in row 3.
+            let parquet = write_parquet(
+                "pq.parquet",
+                "message m {
+                    REQUIRED DOUBLE age;
+                    REQUIRED INT64 n;
+                    REQUIRED BYTE_ARRAY city (UTF8);
+                    REQUIRED INT64 item;
+                    REQUIRED GROUP history (LIST) {
+                        REPEATED GROUP list { REQUIRED INT64 element; }
+                    }
+                    OPTIONAL BYTE_ARRAY tags (UTF8);
+                    REQUIRED INT64 y;
+                    REQUIRED BYTE_ARRAY clicked (UTF8);
+                    REQUIRED DOUBLE rev;
+                }",
+                &[
+                    Column::Double(&[20.5, 40.0, 30.0, 50.0], None),
+                    Column::Long(&[3, 1, 2, 5], None, None),
+                    Column::Text(&["paris", "rome", "paris", "oslo"], None),
+                    Column::Long(&[7, 8, 9, 7], None, None),
+                    Column::Long(
+                        &[2, 3, 1, 1, 2, 9, 1],
+                        Some(&[1, 1, 0, 1, 1, 1, 1, 1]),
+                        Some(&[0, 1, 0, 0, 1, 1, 0, 1]),
+                    ),
+                    Column::Text(&["x|y", "y", "x"], Some(&[1, 1, 0, 1])),
+                    Column::Long(&[1, 0, 0, 1], None, None),
+                    Column::Text(&["yes", "no", "no", "yes"], None),
+                    Column::Double(&[1.5, 0.0, 2.25, 4.0], None),
+                ],
+            );
+            let (csv_train, csv_eval) = load(&csv, &schema).unwrap();
+            let (train, eval) = load(&parquet, &schema).unwrap();
+            assert_same(&train, &csv_train);
+            assert_same(&eval, &csv_eval);
+            // Not vacuous: the sequences and labels hold what the rows say.
+            let history = Vec::<i64>::try_from(train.examples.sequences[0].reshape([-1])).unwrap();
+            // One vocabulary for item and history, row by row: 7=1, 2=2, 3=3, 8=4, 9=5, 1=6.
+            assert_eq!(history, vec![2, 3, -1, -1, -1, -1, 6, 6, 2]);
+            let tags = Vec::<i64>::try_from(train.examples.sequences[1].reshape([-1])).unwrap();
+            assert_eq!(tags, vec![1, 2, 2, -1, -1, -1]);
+            let labels = Vec::<f32>::try_from(train.examples.labels.reshape([-1])).unwrap();
+            assert_eq!(labels, vec![1.0, 1.0, 1.5, 0.0, 0.0, 0.0, 0.0, 0.0, 2.25]);
+            // The `PAR1` magic is enough, whatever the name.
+            let renamed = parquet.with_extension("bin");
+            std::fs::copy(&parquet, &renamed).unwrap();
+            let (train, _) = load(&renamed, &schema).unwrap();
+            assert_same(&train, &csv_train);
+        }
+
+        const PLAIN: &str = "message m {
+            OPTIONAL DOUBLE age;
+            REQUIRED BYTE_ARRAY town (UTF8);
+            REQUIRED BYTE_ARRAY clicked (UTF8);
+            REQUIRED DOUBLE rev;
+        }";
+
+        #[test]
+        fn null_dense_value_names_the_row_and_column() {
+            let schema = Schema::from_file(&scratch("pq2.toml", SCHEMA)).unwrap();
+            let parquet = write_parquet(
+                "nulls.parquet",
+                &PLAIN.replace("town", "city"),
+                &[
+                    Column::Double(&[20.0, 30.0], Some(&[1, 0, 1])),
+                    Column::Text(&["a", "b", "c"], None),
+                    Column::Text(&["yes", "no", "no"], None),
+                    Column::Double(&[1.0, 2.0, 3.0], None),
+                ],
+            );
+            let err = load(&parquet, &schema).unwrap_err().to_string();
+            assert!(
+                err.contains(
+                    "nulls.parquet, row 2, column `age`: value \"\", expected a finite number"
+                ),
+                "{err}"
+            );
+        }
+
+        #[test]
+        fn missing_column_empty_file_and_not_parquet_each_have_their_error() {
+            let schema = Schema::from_file(&scratch("pq3.toml", SCHEMA)).unwrap();
+            let parquet = write_parquet(
+                "nocol.parquet",
+                PLAIN,
+                &[
+                    Column::Double(&[1.0, 2.0], Some(&[1, 1])),
+                    Column::Text(&["a", "b"], None),
+                    Column::Text(&["yes", "no"], None),
+                    Column::Double(&[1.0, 2.0], None),
+                ],
+            );
+            let err = load(&parquet, &schema).unwrap_err().to_string();
+            assert!(
+                err.contains(
+                    "nocol.parquet: column `city` named in the schema is not in the Parquet \
+                     file (columns: age, town, clicked, rev)"
+                ),
+                "{err}"
+            );
+            let empty = write_parquet("empty.parquet", &PLAIN.replace("town", "city"), &[]);
+            let err = load(&empty, &schema).unwrap_err().to_string();
+            assert!(err.contains("empty.parquet: 0 data row(s)"), "{err}");
+            let fake = scratch(
+                "fake.parquet",
+                "age,city,clicked,rev\n1,a,yes,1\n2,b,no,2\n",
+            );
+            let err = load(&fake, &schema).unwrap_err().to_string();
+            assert!(
+                err.contains("fake.parquet: not a Parquet file (it does not start with the `PAR1`"),
+                "{err}"
+            );
+        }
+
+        #[test]
+        fn a_list_outside_a_sequence_feature_is_an_error() {
+            let schema = Schema::from_file(&scratch("pq4.toml", SCHEMA)).unwrap();
+            let parquet = write_parquet(
+                "listcity.parquet",
+                "message m {
+                    REQUIRED DOUBLE age;
+                    REQUIRED GROUP city (LIST) {
+                        REPEATED GROUP list { REQUIRED INT64 element; }
+                    }
+                    REQUIRED BYTE_ARRAY clicked (UTF8);
+                    REQUIRED DOUBLE rev;
+                }",
+                &[
+                    Column::Double(&[1.0, 2.0], None),
+                    Column::Long(&[4, 5, 6], Some(&[1, 1, 1]), Some(&[0, 1, 0])),
+                    Column::Text(&["yes", "no"], None),
+                    Column::Double(&[1.0, 2.0], None),
+                ],
+            );
+            let err = load(&parquet, &schema).unwrap_err().to_string();
+            assert!(
+                err.contains("listcity.parquet, row 1, column `city`: value \"[4, 5]\", expected a single value"),
+                "{err}"
+            );
+        }
     }
 }

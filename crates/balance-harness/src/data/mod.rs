@@ -2,6 +2,7 @@
 
 pub mod census;
 pub mod csv_schema;
+pub mod parquet_rows;
 
 use balance_core::TorchResultExt;
 use tch::{Kind, Tensor};
