@@ -346,3 +346,24 @@ fn nash_reuses_cached_weights_between_updates() {
         last = report.weights.clone();
     }
 }
+
+#[test]
+fn every_config_example_in_the_docs_builds() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        balancer: BalancerSpec,
+    }
+    let doc = include_str!("../../../docs/methods-gradient.md");
+    let mut count = 0;
+    for line in doc.lines() {
+        if line.starts_with("{\"method\"") {
+            spec(serde_json::from_str(line).unwrap()).build(3).unwrap();
+            count += 1;
+        } else if line.starts_with("balancer = ") {
+            let file: File = toml::from_str(line).unwrap();
+            file.balancer.build(3).unwrap();
+            count += 1;
+        }
+    }
+    assert_eq!(count, 12);
+}
