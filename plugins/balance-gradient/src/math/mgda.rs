@@ -220,6 +220,25 @@ mod tests {
         assert!(alpha.iter().all(|v| v.is_finite()));
     }
 
+    #[test]
+    fn more_than_twelve_tasks_use_the_iterative_solver_and_satisfy_kkt() {
+        let mut rng = balance_core::rng::SplitMix64::new(5);
+        let g: Vec<Vec<f64>> = (0..16)
+            .map(|_| (0..10).map(|_| rng.normal() + 0.3).collect())
+            .collect();
+        let gram = gram_of(&g);
+        let a = min_norm(&gram);
+        let f = objective(&gram, &a);
+        let ga = mat_vec(&gram, &a);
+        assert!((a.iter().sum::<f64>() - 1.0).abs() < 1e-12 && a.iter().all(|&v| v >= 0.0));
+        for i in 0..a.len() {
+            assert!(ga[i] >= f - 1e-9, "KKT {i}: {} < {f}", ga[i]);
+            if a[i] > 1e-9 {
+                assert!((ga[i] - f).abs() < 1e-9, "support {i}");
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn min_norm_satisfies_kkt_and_beats_random_points(
