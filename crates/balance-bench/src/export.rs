@@ -138,6 +138,24 @@ impl Exporter for Markdown {
                 fmt_weights(&w.last)
             )?;
         }
+        if report.weights.iter().any(|w| !w.extras.is_empty()) {
+            writeln!(out, "\n## Method measurements (each method's own step extras, mean over steps and seeds; per task unless one value)\n")?;
+            writeln!(out, "| dataset | model | balancer | measure | value |")?;
+            writeln!(out, "|---|---|---|---|---|")?;
+            for w in &report.weights {
+                for (name, values) in &w.extras {
+                    writeln!(
+                        out,
+                        "| {} | {} | {} | {} | {} |",
+                        w.dataset,
+                        w.model,
+                        w.balancer,
+                        name,
+                        fmt_weights(values)
+                    )?;
+                }
+            }
+        }
         Ok(())
     }
 }

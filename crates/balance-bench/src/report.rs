@@ -1,5 +1,7 @@
 //! The comparison report: raw runs, and the per-task, cost and weight summaries computed from them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use balance_harness::train::TaskMetrics;
@@ -38,6 +40,10 @@ pub struct RunResult {
     pub weight_trajectory: Vec<Vec<f64>>,
     /// Loss values at those steps.
     pub loss_trajectory: Vec<Vec<f64>>,
+    /// Each method-specific series of the step reports (`StepReport::extras`, e.g. a gradient method's
+    /// `cos` or `clamped`), averaged element-wise over every step of the run.
+    #[serde(default)]
+    pub extras_mean: BTreeMap<String, Vec<f64>>,
 }
 
 /// One task's quality under one balancer, across seeds.
@@ -96,6 +102,9 @@ pub struct WeightRow {
     pub initial: Vec<f64>,
     /// Mean (over seeds) of the weights applied over the last epoch.
     pub last: Vec<f64>,
+    /// The method's own measurements (`StepReport::extras`), each averaged over steps and seeds.
+    #[serde(default)]
+    pub extras: BTreeMap<String, Vec<f64>>,
 }
 
 /// The whole report (the JSON export is this struct; schema in `docs/bench-report.md`).
@@ -115,6 +124,25 @@ pub struct Report {
     pub weights: Vec<WeightRow>,
     /// Every run.
     pub runs: Vec<RunResult>,
+}
+
+/// Each extra series averaged element-wise over the runs that have it with the same length.
+fn mean_extras(runs: &[&RunResult]) -> BTreeMap<String, Vec<f64>> {
+    let mut sums: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
+    for run in runs {
+        for (name, values) in &run.extras_mean {
+            let entry = sums
+                .entry(name.clone())
+                .or_insert_with(|| (vec![0.0; values.len()], 0));
+            if entry.0.len() == values.len() {
+                entry.0.iter_mut().zip(values).for_each(|(s, v)| *s += v);
+                entry.1 += 1;
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|(name, (sum, n))| (name, sum.iter().map(|s| s / n as f64).collect()))
+        .collect()
 }
 
 /// A short label for a balancer: its method, or the full config when one method appears with several
@@ -263,6 +291,7 @@ impl Report {
                     tasks: first.tasks.clone(),
                     initial: mean_of(&|r| &r.initial_weights),
                     last: mean_of(&|r| &r.final_weights),
+                    extras: mean_extras(&rs),
                 });
             }
         }

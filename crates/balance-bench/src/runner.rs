@@ -1,5 +1,6 @@
 //! Runs an [`Experiment`]: every (dataset, model, seed, balancer), recording metrics, weights and timings.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -127,6 +128,18 @@ struct Recorder {
     epoch_steps: usize,
     /// Mean weights applied over the last finished epoch.
     last_epoch_weights: Vec<f64>,
+    /// Element-wise sums of each extra series over all steps, and how many steps each sum holds.
+    extras_sum: BTreeMap<String, (Vec<f64>, usize)>,
+}
+
+impl Recorder {
+    /// The element-wise mean of each extra series over the steps that reported it.
+    fn extras_mean(&self) -> BTreeMap<String, Vec<f64>> {
+        self.extras_sum
+            .iter()
+            .map(|(name, (sum, n))| (name.clone(), sum.iter().map(|s| s / *n as f64).collect()))
+            .collect()
+    }
 }
 
 impl Observer for Recorder {
@@ -140,6 +153,16 @@ impl Observer for Recorder {
             *sum += x;
         }
         self.epoch_steps += 1;
+        for (name, values) in &event.report.extras {
+            let entry = self
+                .extras_sum
+                .entry(name.clone())
+                .or_insert_with(|| (vec![0.0; values.len()], 0));
+            if entry.0.len() == values.len() {
+                entry.0.iter_mut().zip(values).for_each(|(s, v)| *s += v);
+                entry.1 += 1;
+            }
+        }
         if event.global_step % TRAJECTORY_EVERY == 0 {
             self.trajectory_steps.push(event.global_step);
             self.weights.push(event.report.weights.clone());
@@ -289,7 +312,9 @@ fn run_one(
         .last()
         .cloned()
         .context("the run finished no epoch")?;
+    let extras_mean = recorder.extras_mean();
     Ok(RunResult {
+        extras_mean,
         dataset: dataset.name().into(),
         model: model_kind.name().into(),
         balancer: spec.to_string(),

@@ -96,6 +96,21 @@ fn run_writes_every_export_and_compare_reads_them() {
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
             .unwrap();
     assert_eq!(report["runs"].as_array().unwrap().len(), 4); // (static, grad_norm) x 2 seeds
+                                                             // GradNorm's own per-step measurements reach the report, averaged over steps and seeds.
+    let grad_norm_row = report["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["balancer"] == "grad_norm")
+        .unwrap();
+    let norms = grad_norm_row["extras"]["grad_norm"].as_array().unwrap();
+    assert_eq!(norms.len(), 3);
+    assert!(norms.iter().all(|n| n.as_f64().unwrap() > 0.0), "{norms:?}");
+    let markdown = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(
+        markdown.contains("| cascade | mmoe | grad_norm | grad_norm | ["),
+        "{markdown}"
+    );
     let csv = std::fs::read_to_string(out_dir.join("report.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 2 * 3); // header + 2 balancers x 3 tasks
 
