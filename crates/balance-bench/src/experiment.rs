@@ -96,6 +96,9 @@ pub struct Experiment {
     pub csv: Option<CsvSource>,
     /// Adam learning rate of the model.
     pub lr: f64,
+    /// Clip the model's global gradient norm to this value before each step (`None`: no clipping).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_grad_norm: Option<f64>,
     /// libtorch intra-op threads.
     pub threads: i32,
     /// `auto` (a GPU when libtorch sees one), `cpu`, or `cuda:N`.
@@ -115,6 +118,7 @@ impl Default for Experiment {
             census_tasks: vec![CensusTask::Income, CensusTask::NeverMarried],
             csv: None,
             lr: 2e-3,
+            max_grad_norm: None,
             threads: 2,
             device: "auto".into(),
         }
@@ -138,6 +142,11 @@ impl Experiment {
         }
         if self.epochs < 1 {
             return bad("epochs", self.epochs.to_string(), "at least 1");
+        }
+        if let Some(max) = self.max_grad_norm {
+            if !(max.is_finite() && max > 0.0) {
+                return bad("max_grad_norm", max.to_string(), "a finite number > 0");
+            }
         }
         if self.batch_size < 1 {
             return bad("batch_size", self.batch_size.to_string(), "at least 1");
@@ -269,5 +278,18 @@ mod tests {
             err.contains("field `seeds` = 0, expected at least 1"),
             "{err}"
         );
+        let err = Experiment {
+            max_grad_norm: Some(-1.0),
+            ..Default::default()
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("field `max_grad_norm` = -1, expected a finite number > 0"),
+            "{err}"
+        );
+        let exp: Experiment = toml::from_str("max_grad_norm = 1.0").unwrap();
+        assert_eq!(exp.max_grad_norm, Some(1.0));
     }
 }

@@ -102,6 +102,10 @@ pub struct RunArgs {
     /// Model learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Clip the model's global gradient norm to this value before each Adam step (Nash-MTL's reference
+    /// training uses 1.0); off by default.
+    #[arg(long)]
+    pub max_grad_norm: Option<f64>,
     /// libtorch threads.
     #[arg(long)]
     pub threads: Option<i32>,
@@ -154,6 +158,9 @@ impl RunArgs {
         e.batch_size = self.batch_size.unwrap_or(e.batch_size);
         e.rows = self.rows.unwrap_or(e.rows);
         e.lr = self.lr.unwrap_or(e.lr);
+        if self.max_grad_norm.is_some() {
+            e.max_grad_norm = self.max_grad_norm;
+        }
         e.threads = self.threads.unwrap_or(e.threads);
         if let Some(d) = &self.device {
             e.device = d.clone();

@@ -233,6 +233,7 @@ fn build_trainer(
         seed,
         adam: AdamConfig {
             lr: experiment.lr,
+            max_grad_norm: experiment.max_grad_norm,
             ..AdamConfig::default()
         },
         ..TrainConfig::default()

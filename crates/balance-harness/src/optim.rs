@@ -23,6 +23,10 @@ pub struct AdamConfig {
     pub beta2: f64,
     /// Denominator epsilon.
     pub eps: f64,
+    /// Clip the global gradient norm to this value before the step (PyTorch's `clip_grad_norm_`:
+    /// gradients times `min(1, max / (norm + 1e-6))`); `None` (the default) does not clip. `> 0`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_grad_norm: Option<f64>,
 }
 
 impl Default for AdamConfig {
@@ -33,6 +37,7 @@ impl Default for AdamConfig {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            max_grad_norm: None,
         }
     }
 }
@@ -56,6 +61,11 @@ impl AdamConfig {
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return bad("eps", self.eps, "a finite number > 0");
+        }
+        if let Some(max) = self.max_grad_norm {
+            if !(max.is_finite() && max > 0.0) {
+                return bad("max_grad_norm", max, "a finite number > 0");
+            }
         }
         Ok(())
     }
@@ -183,6 +193,16 @@ impl FlatAdam {
         let bias_correction2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
         let update = tch::no_grad(|| -> std::result::Result<(), tch::TchError> {
             let mut g = Tensor::f_cat(&grads, 0)?;
+            if let Some(max) = c.max_grad_norm {
+                // No host sync: the coefficient stays a tensor.
+                let coef = g
+                    .f_norm()?
+                    .f_add_scalar(1e-6)?
+                    .f_reciprocal()?
+                    .f_mul_scalar(max)?
+                    .f_clamp_max(1.0)?;
+                g = g.f_mul(&coef)?;
+            }
             if c.weight_decay > 0.0 {
                 g = g.f_add(&self.flat.f_mul_scalar(c.weight_decay)?)?;
             }
@@ -298,6 +318,53 @@ mod tests {
             err.contains("field `params` = 2 values, expected 3 values"),
             "{err}"
         );
+    }
+
+    /// After one step Adam's first moment is `(1 - beta1) g`, so it shows the gradient the step used.
+    #[test]
+    fn max_grad_norm_clips_the_global_norm_and_keeps_the_direction() {
+        let first_moment = |max: Option<f64>, scale: f32| {
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let a = vs.root().var("a", &[2], nn::Init::Const(1.0));
+            let b = vs.root().var("b", &[1], nn::Init::Const(1.0));
+            let mut opt = FlatAdam::new(
+                vs.trainable_variables(),
+                AdamConfig {
+                    max_grad_norm: max,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            // Gradient (3, 0, 4) * scale: norm 5 * scale.
+            let w = Tensor::from_slice(&[3.0f32 * scale, 0.0]);
+            ((&a * &w).sum(Kind::Float) + (&b * f64::from(4.0 * scale)).sum(Kind::Float))
+                .backward();
+            opt.step().unwrap();
+            let state = opt.state().unwrap();
+            state
+                .exp_avg
+                .iter()
+                .map(|&x| f64::from(f32::from_bits(x)) / 0.1)
+                .collect::<Vec<_>>()
+        };
+        // Norm 50 clipped to 2: (3, 0, 4) * 2 / 5 (up to the 1e-6 in the denominator).
+        let clipped = first_moment(Some(2.0), 10.0);
+        let norm_of: f64 = clipped.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm_of - 2.0).abs() < 1e-5, "{clipped:?}");
+        assert!((clipped[0] / clipped[2] - 0.75).abs() < 1e-6 && clipped[1] == 0.0);
+        // Norm 5 under the limit of 10: unchanged.
+        let kept = first_moment(Some(10.0), 1.0);
+        for (got, want) in kept.iter().zip([3.0, 0.0, 4.0]) {
+            assert!((got - want).abs() < 1e-5, "{kept:?}");
+        }
+        let err = AdamConfig {
+            max_grad_norm: Some(0.0),
+            ..Default::default()
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("field `max_grad_norm` = 0"), "{err}");
     }
 
     #[test]
