@@ -126,23 +126,47 @@ pub struct Report {
     pub runs: Vec<RunResult>,
 }
 
-/// Each extra series averaged element-wise over the runs that have it with the same length.
-fn mean_extras(runs: &[&RunResult]) -> BTreeMap<String, Vec<f64>> {
-    let mut sums: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
-    for run in runs {
-        for (name, values) in &run.extras_mean {
-            let entry = sums
-                .entry(name.clone())
-                .or_insert_with(|| (vec![0.0; values.len()], 0));
-            if entry.0.len() == values.len() {
-                entry.0.iter_mut().zip(values).for_each(|(s, v)| *s += v);
-                entry.1 += 1;
-            }
+/// Element-wise means of named series (a method's step extras), each over the samples that had the
+/// length of its first sample.
+#[derive(Debug, Default)]
+pub(crate) struct SeriesMeans {
+    sums: BTreeMap<String, (Vec<f64>, usize)>,
+}
+
+impl SeriesMeans {
+    /// Adds one sample of every series in `series`.
+    pub(crate) fn add(&mut self, series: &BTreeMap<String, Vec<f64>>) {
+        for (name, values) in series {
+            self.add_series(name, values);
         }
     }
-    sums.into_iter()
-        .map(|(name, (sum, n))| (name, sum.iter().map(|s| s / n as f64).collect()))
-        .collect()
+
+    /// Adds one sample of the series `name`.
+    pub(crate) fn add_series(&mut self, name: &str, values: &[f64]) {
+        let (sum, n) = self
+            .sums
+            .entry(name.to_string())
+            .or_insert_with(|| (vec![0.0; values.len()], 0));
+        if sum.len() == values.len() {
+            sum.iter_mut().zip(values).for_each(|(s, v)| *s += v);
+            *n += 1;
+        }
+    }
+
+    /// The means.
+    pub(crate) fn means(&self) -> BTreeMap<String, Vec<f64>> {
+        self.sums
+            .iter()
+            .map(|(name, (sum, n))| (name.clone(), sum.iter().map(|s| s / *n as f64).collect()))
+            .collect()
+    }
+}
+
+/// Each extra series averaged element-wise over the runs.
+fn mean_extras(runs: &[&RunResult]) -> BTreeMap<String, Vec<f64>> {
+    let mut means = SeriesMeans::default();
+    runs.iter().for_each(|run| means.add(&run.extras_mean));
+    means.means()
 }
 
 /// A short label for a balancer: its method, or the full config when one method appears with several
@@ -305,5 +329,22 @@ impl Report {
             weights,
             runs,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_means_are_element_wise_and_skip_samples_of_another_length() {
+        let mut means = SeriesMeans::default();
+        means.add_series("w", &[1.0, 2.0]);
+        means.add_series("w", &[3.0, 6.0]);
+        means.add_series("w", &[100.0]); // another length: ignored
+        means.add(&BTreeMap::from([("x".to_string(), vec![5.0])]));
+        let got = means.means();
+        assert_eq!(got["w"], vec![2.0, 4.0]);
+        assert_eq!(got["x"], vec![5.0]);
     }
 }

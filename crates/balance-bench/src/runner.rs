@@ -1,6 +1,5 @@
 //! Runs an [`Experiment`]: every (dataset, model, seed, balancer), recording metrics, weights and timings.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -17,7 +16,7 @@ use balance_harness::{Mmoe, MmoeConfig, MultiTaskModel};
 use tch::{nn, Device, Tensor};
 
 use crate::experiment::{parse_device, DatasetKind, Experiment, ModelKind};
-use crate::report::{Report, RunResult};
+use crate::report::{Report, RunResult, SeriesMeans};
 
 /// Steps between two recorded points of the weight and loss trajectories.
 const TRAJECTORY_EVERY: u64 = 4;
@@ -123,46 +122,20 @@ struct Recorder {
     weights: Vec<Vec<f64>>,
     losses: Vec<Vec<f64>>,
     epochs: Vec<EpochReport>,
-    /// Sum of the weights applied since the epoch began, and the number of steps summed.
-    epoch_weight_sum: Vec<f64>,
-    epoch_steps: usize,
+    /// The weights applied since the epoch began.
+    epoch_weights: SeriesMeans,
     /// Mean weights applied over the last finished epoch.
     last_epoch_weights: Vec<f64>,
-    /// Element-wise sums of each extra series over all steps, and how many steps each sum holds.
-    extras_sum: BTreeMap<String, (Vec<f64>, usize)>,
-}
-
-impl Recorder {
-    /// The element-wise mean of each extra series over the steps that reported it.
-    fn extras_mean(&self) -> BTreeMap<String, Vec<f64>> {
-        self.extras_sum
-            .iter()
-            .map(|(name, (sum, n))| (name.clone(), sum.iter().map(|s| s / *n as f64).collect()))
-            .collect()
-    }
+    /// The method's step extras, averaged over all steps.
+    extras: SeriesMeans,
 }
 
 impl Observer for Recorder {
     fn on_step(&mut self, event: &StepEvent<'_>) {
         self.step_seconds.push(event.seconds);
-        let w = &event.report.weights;
-        if self.epoch_weight_sum.len() != w.len() {
-            self.epoch_weight_sum = vec![0.0; w.len()];
-        }
-        for (sum, x) in self.epoch_weight_sum.iter_mut().zip(w) {
-            *sum += x;
-        }
-        self.epoch_steps += 1;
-        for (name, values) in &event.report.extras {
-            let entry = self
-                .extras_sum
-                .entry(name.clone())
-                .or_insert_with(|| (vec![0.0; values.len()], 0));
-            if entry.0.len() == values.len() {
-                entry.0.iter_mut().zip(values).for_each(|(s, v)| *s += v);
-                entry.1 += 1;
-            }
-        }
+        self.epoch_weights
+            .add_series("weights", &event.report.weights);
+        self.extras.add(&event.report.extras);
         if event.global_step % TRAJECTORY_EVERY == 0 {
             self.trajectory_steps.push(event.global_step);
             self.weights.push(event.report.weights.clone());
@@ -172,12 +145,10 @@ impl Observer for Recorder {
 
     fn on_epoch(&mut self, report: &EpochReport) {
         self.epochs.push(report.clone());
-        if self.epoch_steps > 0 {
-            let n = self.epoch_steps as f64;
-            self.last_epoch_weights = self.epoch_weight_sum.iter().map(|s| s / n).collect();
+        let finished = std::mem::take(&mut self.epoch_weights);
+        if let Some(mean) = finished.means().remove("weights") {
+            self.last_epoch_weights = mean;
         }
-        self.epoch_weight_sum.iter_mut().for_each(|s| *s = 0.0);
-        self.epoch_steps = 0;
     }
 }
 
@@ -313,7 +284,7 @@ fn run_one(
         .last()
         .cloned()
         .context("the run finished no epoch")?;
-    let extras_mean = recorder.extras_mean();
+    let extras_mean = recorder.extras.means();
     Ok(RunResult {
         extras_mean,
         dataset: dataset.name().into(),

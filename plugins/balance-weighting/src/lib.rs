@@ -41,11 +41,9 @@ pub use uncertainty::UncertaintyConfig;
 /// `scale * softmax(logits)`, computed stably (the maximum is subtracted first, as PyTorch does). Each
 /// entry is floored at `f64::MIN_POSITIVE` so that no weight underflows to 0; the logits must be finite.
 pub fn scaled_softmax(logits: &[f64], scale: f64) -> Vec<f64> {
-    let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let exps: Vec<f64> = logits.iter().map(|&x| (x - max).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.iter()
-        .map(|e| (scale * (e / sum)).max(f64::MIN_POSITIVE))
+    softmax(logits)
+        .into_iter()
+        .map(|p| (scale * p).max(f64::MIN_POSITIVE))
         .collect()
 }
 
