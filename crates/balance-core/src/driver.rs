@@ -121,53 +121,28 @@ impl Balancer {
         parts: &SharedParts,
         representation: Option<&Tensor>,
     ) -> Result<StepReport> {
-        let num_tasks = self.inner.num_tasks();
-        if losses.len() != num_tasks {
-            return Err(BalanceError::TaskCountMismatch {
-                context: "losses".into(),
-                expected: num_tasks,
-                actual: losses.len(),
-            });
-        }
-        let values = self.loss_values(losses)?;
+        let values = self.checked_values(losses, "losses")?;
         let step = self.step;
-        if let Some((task, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            match self.policy {
-                NonFinitePolicy::Error => {
-                    return Err(BalanceError::NonFiniteLoss {
-                        task: self.task_names[task].clone(),
-                        step,
-                        value,
-                    })
-                }
-                NonFinitePolicy::SkipStep => {
-                    self.step += 1;
-                    self.skipped_steps += 1;
-                    let mut report = StepReport::new(values, self.inner.weights());
-                    report.step = step;
-                    report.skipped = true;
-                    return Ok(report);
-                }
+        if let Some(err) = self.first_non_finite(&values, step) {
+            if self.policy == NonFinitePolicy::Error {
+                return Err(err);
             }
+            self.step += 1;
+            self.skipped_steps += 1;
+            let mut report = StepReport::new(values, self.inner.weights());
+            report.step = step;
+            report.skipped = true;
+            return Ok(report);
         }
-        let snapshot = self.inner.state()?;
         let input = StepInput::new(losses, &values, parts, representation, step);
-        let outcome = self.inner.backward(&input).and_then(|report| {
-            check_weights(self.inner.name(), step, &report.weights, num_tasks)?;
-            check_weights(self.inner.name(), step, &self.inner.weights(), num_tasks)?;
+        let mut report = self.guarded(|inner| {
+            let report = inner.backward(&input)?;
+            check_weights(inner.name(), step, &report.weights, inner.num_tasks())?;
             Ok(report)
-        });
-        match outcome {
-            Ok(mut report) => {
-                report.step = step;
-                self.step += 1;
-                Ok(report)
-            }
-            Err(err) => {
-                self.inner.load_state(&snapshot)?;
-                Err(err)
-            }
-        }
+        })?;
+        report.step = step;
+        self.step += 1;
+        Ok(report)
     }
 
     /// Ends an epoch: lets per-epoch methods (DWA) update their weights. The balancer's state is rolled
@@ -186,22 +161,10 @@ impl Balancer {
     /// loss is an error under [`NonFinitePolicy::Error`]; under [`NonFinitePolicy::SkipStep`] the update is
     /// ignored (the method keeps its state). Call it only after a step that was not skipped.
     pub fn observe_updated_losses(&mut self, losses: &[Tensor]) -> Result<()> {
-        let num_tasks = self.inner.num_tasks();
-        if losses.len() != num_tasks {
-            return Err(BalanceError::TaskCountMismatch {
-                context: "updated losses".into(),
-                expected: num_tasks,
-                actual: losses.len(),
-            });
-        }
-        let values = self.loss_values(losses)?;
-        if let Some((task, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        let values = self.checked_values(losses, "updated losses")?;
+        if let Some(err) = self.first_non_finite(&values, self.step.saturating_sub(1)) {
             return match self.policy {
-                NonFinitePolicy::Error => Err(BalanceError::NonFiniteLoss {
-                    task: self.task_names[task].clone(),
-                    step: self.step.saturating_sub(1),
-                    value,
-                }),
+                NonFinitePolicy::Error => Err(err),
                 NonFinitePolicy::SkipStep => Ok(()),
             };
         }
@@ -210,17 +173,45 @@ impl Balancer {
 
     /// Runs `update` on the inner balancer; on failure, or if its weights become invalid, restores the
     /// state it had before.
-    fn guarded(&mut self, update: impl FnOnce(&mut dyn LossBalancer) -> Result<()>) -> Result<()> {
+    fn guarded<T>(&mut self, update: impl FnOnce(&mut dyn LossBalancer) -> Result<T>) -> Result<T> {
         let snapshot = self.inner.state()?;
         let num_tasks = self.inner.num_tasks();
         let step = self.step;
-        let outcome = update(self.inner.as_mut()).and_then(|()| {
-            check_weights(self.inner.name(), step, &self.inner.weights(), num_tasks)
+        let outcome = update(self.inner.as_mut()).and_then(|value| {
+            check_weights(self.inner.name(), step, &self.inner.weights(), num_tasks)?;
+            Ok(value)
         });
         if outcome.is_err() {
             self.inner.load_state(&snapshot)?;
         }
         outcome
+    }
+
+    /// One value per task (else [`BalanceError::TaskCountMismatch`] naming `context`), each read from a
+    /// scalar loss.
+    fn checked_values(&self, losses: &[Tensor], context: &str) -> Result<Vec<f64>> {
+        let num_tasks = self.inner.num_tasks();
+        if losses.len() != num_tasks {
+            return Err(BalanceError::TaskCountMismatch {
+                context: context.into(),
+                expected: num_tasks,
+                actual: losses.len(),
+            });
+        }
+        self.loss_values(losses)
+    }
+
+    /// [`BalanceError::NonFiniteLoss`] for the first task whose value is NaN or infinite.
+    fn first_non_finite(&self, values: &[f64], step: u64) -> Option<BalanceError> {
+        values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+            .map(|(task, &value)| BalanceError::NonFiniteLoss {
+                task: self.task_names[task].clone(),
+                step,
+                value,
+            })
     }
 
     fn loss_values(&self, losses: &[Tensor]) -> Result<Vec<f64>> {
