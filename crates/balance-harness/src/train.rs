@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use balance_core::rng::SplitMix64;
 use balance_core::{Balancer, BalancerCheckpoint, SharedParts, StepReport, TorchResultExt};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -13,7 +14,6 @@ use crate::error::{HarnessError, Result};
 use crate::metrics;
 use crate::models::{ModelOutput, MultiTaskModel};
 use crate::optim::{AdamConfig, FlatAdam, FlatAdamState};
-use crate::synthetic::Rng;
 
 /// Early stopping on one task's validation metric (AUC for binary tasks, MSE for regression).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,9 +229,29 @@ struct Progress {
     stopped: bool,
 }
 
+/// Stream constant of the shuffling (one permutation per epoch).
+const SHUFFLE_STREAM: u64 = 0x5348_5546_464C_4531; // "SHUFFLE1"
+/// Stream constant of dropout and other libtorch randomness (one `manual_seed` per step).
+const DROPOUT_STREAM: u64 = 0x4452_4F50_4F55_5431; // "DROPOUT1"
+
+/// The `index`-th 64-bit draw of `stream` under `seed`: the stream's key is SplitMix64's first output
+/// from `seed ^ stream`, and draw `index` is the output of a SplitMix64 started `index` increments past the
+/// key. Neighbouring seeds get unrelated keys, so seed `s + 1` does not replay seed `s` shifted by a step
+/// (as `seed + step` did), and the shuffling and dropout streams of one seed are unrelated too. Pure in its
+/// arguments, so a resumed run draws the same values.
+fn stream_draw(seed: u64, stream: u64, index: u64) -> u64 {
+    let key = SplitMix64::new(seed ^ stream).next_u64();
+    SplitMix64::new(key.wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15))).next_u64()
+}
+
+/// The libtorch seed (dropout masks) of step `global_step`.
+fn dropout_seed(seed: u64, global_step: u64) -> i64 {
+    (stream_draw(seed, DROPOUT_STREAM, global_step) & (i64::MAX as u64)) as i64
+}
+
 /// A permutation of `0..n` for `epoch`, from the run's seed alone (so a resumed run sees the same order).
 fn epoch_order(n: i64, seed: u64, epoch: usize) -> Tensor {
-    let mut rng = Rng::new(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = SplitMix64::new(stream_draw(seed, SHUFFLE_STREAM, epoch as u64));
     let mut order: Vec<i64> = (0..n).collect();
     for i in (1..order.len()).rev() {
         let j = rng.below(i as u64 + 1) as usize;
@@ -381,8 +401,7 @@ impl<M: MultiTaskModel> Trainer<M> {
     }
 
     fn step(&mut self, batch: &Batch) -> Result<StepReport> {
-        let step_seed =
-            (self.config.seed.wrapping_add(self.state.global_step) & (i64::MAX as u64)) as i64;
+        let step_seed = dropout_seed(self.config.seed, self.state.global_step);
         tch::manual_seed(step_seed);
         self.optimizer.zero_grad();
         let output = self.model.forward_t(batch, true)?;
@@ -544,5 +563,51 @@ impl<M: MultiTaskModel> Trainer<M> {
             stopped: checkpoint.stopped,
         };
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(n: i64, seed: u64, epoch: usize) -> Vec<i64> {
+        Vec::<i64>::try_from(epoch_order(n, seed, epoch)).unwrap()
+    }
+
+    #[test]
+    fn neighbouring_seeds_do_not_replay_each_other_shifted_by_a_step() {
+        // The old derivation seeded step k of seed s with s + k, so seed s + 1 at step k drew the masks of
+        // seed s at step k + 1.
+        for seed in 0..8u64 {
+            let next: Vec<i64> = (0..16).map(|k| dropout_seed(seed + 1, k)).collect();
+            let shifted: Vec<i64> = (1..17).map(|k| dropout_seed(seed, k)).collect();
+            assert!(
+                next.iter().zip(&shifted).all(|(a, b)| a != b),
+                "seed {}: {next:?} vs {shifted:?}",
+                seed + 1
+            );
+            for epoch in 0..4 {
+                assert_ne!(order(64, seed + 1, epoch), order(64, seed, epoch + 1));
+                assert_ne!(order(64, seed + 1, epoch), order(64, seed, epoch));
+            }
+        }
+    }
+
+    #[test]
+    fn shuffling_and_dropout_streams_differ_and_are_pure() {
+        for seed in [0u64, 1, 42, u64::MAX] {
+            for i in 0..8 {
+                assert_ne!(
+                    stream_draw(seed, SHUFFLE_STREAM, i),
+                    stream_draw(seed, DROPOUT_STREAM, i)
+                );
+                assert_eq!(dropout_seed(seed, i), dropout_seed(seed, i));
+                assert!(dropout_seed(seed, i) >= 0);
+            }
+            assert_eq!(order(100, seed, 3), order(100, seed, 3));
+            let mut sorted = order(100, seed, 3);
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        }
     }
 }
