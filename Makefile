@@ -3,6 +3,10 @@
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 export LIBTORCH := $(ROOT)/.libtorch
 export LD_LIBRARY_PATH := $(ROOT)/.libtorch/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
+# Census-Income and other downloads: the workspace's .cache (installed binaries default to ~/.cache/balance).
+export BALANCE_CACHE_DIR ?= $(ROOT)/.cache
+# The Python whose pip fetches Census-Income (the venv of scripts/setup-libtorch.sh).
+export BALANCE_PYTHON ?= $(ROOT)/.venv/bin/python
 CARGO ?= cargo
 SHELL := /bin/bash
 BENCH_ARGS ?=

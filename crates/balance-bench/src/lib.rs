@@ -11,6 +11,7 @@
 //! }
 //! ```
 
+pub mod census_fetch;
 pub mod compare;
 pub mod experiment;
 pub mod export;
@@ -52,6 +53,14 @@ pub enum Command {
     },
     /// Run a comparison (flags override the experiment file, which overrides the defaults).
     Run(Box<RunArgs>),
+    /// Download Census-Income (KDD) into the cache folder and check its sha256 (the `census` dataset
+    /// also does this on first use).
+    FetchCensus {
+        /// The folder (default: `$BALANCE_CACHE_DIR/census`, else `$XDG_CACHE_HOME/balance/census`,
+        /// else `~/.cache/balance/census`).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
     /// Compare two JSON reports: what got better or worse, and whether beyond noise.
     Compare {
         /// The older report.
@@ -242,6 +251,15 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     match cli.command {
         Some(Command::List { format }) => list(format, out),
         Some(Command::Run(args)) => compare_balancers(&args, out),
+        Some(Command::FetchCensus { cache_dir }) => {
+            let dir = match cache_dir {
+                Some(dir) => dir,
+                None => balance_harness::data::census::default_cache_dir()?,
+            };
+            let (train, test) = census_fetch::ensure(&dir)?;
+            writeln!(out, "{}\n{}", train.display(), test.display())?;
+            Ok(())
+        }
         Some(Command::Compare { old, new }) => {
             let read = |p: &Path| -> Result<Report> {
                 let text = std::fs::read_to_string(p)

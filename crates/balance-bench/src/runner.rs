@@ -29,9 +29,10 @@ pub trait Progress {
     fn finished(&mut self, label: &str);
 }
 
-/// Where Census-Income is cached: `.cache/census` at the workspace root.
-pub fn census_cache_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/census")
+/// Where Census-Income is cached: `$BALANCE_CACHE_DIR/census`, else `$XDG_CACHE_HOME/balance/census`,
+/// else `~/.cache/balance/census` (the Makefile sets `BALANCE_CACHE_DIR` to the workspace's `.cache`).
+pub fn census_cache_dir() -> Result<std::path::PathBuf> {
+    Ok(census::default_cache_dir()?)
 }
 
 /// Builds the dataset pair (train, eval). Synthetic: `rows` training examples and a quarter as many held
@@ -53,8 +54,8 @@ pub fn load_dataset(kind: DatasetKind, experiment: &Experiment) -> Result<(Datas
             return Ok(csv_schema::load(&source.data, &schema)?);
         }
         DatasetKind::Census => {
-            let (train, test) =
-                census::ensure_downloaded(&census_cache_dir()).context("fetching Census-Income")?;
+            let (train, test) = crate::census_fetch::ensure(&census_cache_dir()?)
+                .context("fetching Census-Income")?;
             return census::load(&train, &test, &experiment.census_tasks)
                 .context("loading Census-Income");
         }

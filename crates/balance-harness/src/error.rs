@@ -24,6 +24,9 @@ pub enum HarnessError {
     /// A data file could not be read or holds a bad value (the message names file, line, column, value).
     #[error("bad data: {0}")]
     BadData(String),
+    /// A data file that should be there is not (the message names it and how to get it).
+    #[error("missing data: {0}")]
+    MissingData(String),
     /// A batch does not fit the model.
     #[error("batch does not fit the model: {0}")]
     BadBatch(String),

