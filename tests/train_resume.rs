@@ -14,7 +14,7 @@ use tch::{nn, Device};
 static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn train_and_eval() -> (Dataset, Dataset) {
-    dataset(6000, 1).split_at(4000)
+    dataset(6000, 1).split_at(4000).unwrap()
 }
 
 fn dataset(rows: usize, seed: u64) -> Dataset {
@@ -86,7 +86,7 @@ fn two_runs_with_one_seed_are_identical_and_learn() {
 #[test]
 fn resume_mid_epoch_is_bit_identical_for_every_balancer() {
     let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let (train, eval) = dataset(2500, 1).split_at(2000);
+    let (train, eval) = dataset(2500, 1).split_at(2000).unwrap();
     // Every registered balancer (DWA, FAMO and the gradient methods included), plus the representation
     // variants of two gradient methods.
     let mut specs: Vec<String> = balance::registry()

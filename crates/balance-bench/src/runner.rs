@@ -60,19 +60,23 @@ pub fn load_dataset(kind: DatasetKind, experiment: &Experiment) -> Result<(Datas
                 .context("loading Census-Income");
         }
     };
-    Ok(all.split_at(rows as i64))
+    Ok(all.split_at(rows as i64)?)
 }
 
 /// The first `n` tasks of a dataset (ESMM trains on the first two stages of a cascade).
-fn first_tasks(data: &Dataset, n: usize) -> Dataset {
-    Dataset {
+fn first_tasks(data: &Dataset, n: usize) -> Result<Dataset> {
+    Ok(Dataset {
         examples: balance_harness::Batch {
-            labels: data.examples.labels.narrow(1, 0, n as i64),
+            labels: data
+                .examples
+                .labels
+                .f_narrow(1, 0, n as i64)
+                .with_context(|| format!("the labels of the first {n} tasks"))?,
             ..data.examples.map(Tensor::shallow_clone)
         },
         input: data.input.clone(),
         tasks: data.tasks[..n].to_vec(),
-    }
+    })
 }
 
 fn build_model(
@@ -323,7 +327,7 @@ fn model_data(model: ModelKind, (train, eval): (Dataset, Dataset)) -> Result<(Da
             train.tasks
         );
     }
-    Ok((first_tasks(&train, 2), first_tasks(&eval, 2)))
+    Ok((first_tasks(&train, 2)?, first_tasks(&eval, 2)?))
 }
 
 /// Runs the whole experiment: every run in this process (so step-time ratios share one process), then
@@ -346,8 +350,8 @@ pub fn run(experiment: &Experiment, progress: &mut dyn Progress) -> Result<Repor
             let (train, eval) = model_data(
                 model,
                 (
-                    first_tasks(&loaded.0, loaded.0.tasks.len()),
-                    first_tasks(&loaded.1, loaded.1.tasks.len()),
+                    first_tasks(&loaded.0, loaded.0.tasks.len())?,
+                    first_tasks(&loaded.1, loaded.1.tasks.len())?,
                 ),
             )
             .with_context(|| format!("dataset `{}`", dataset.name()))?;

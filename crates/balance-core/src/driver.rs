@@ -181,10 +181,16 @@ impl Balancer {
             check_weights(self.inner.name(), step, &self.inner.weights(), num_tasks)?;
             Ok(value)
         });
-        if outcome.is_err() {
-            self.inner.load_state(&snapshot)?;
+        match outcome {
+            Err(error) => Err(match self.inner.load_state(&snapshot) {
+                Ok(()) => error,
+                Err(rollback) => BalanceError::RollbackFailed {
+                    error: Box::new(error),
+                    rollback: Box::new(rollback),
+                },
+            }),
+            ok => ok,
         }
-        outcome
     }
 
     /// One value per task (else [`BalanceError::TaskCountMismatch`] naming `context`), each read from a
@@ -220,9 +226,9 @@ impl Balancer {
             .zip(&self.task_names)
             .map(|(loss, name)| {
                 if loss.numel() != 1 {
-                    return Err(BalanceError::Torch {
-                        context: format!("reading the loss of task `{name}`"),
-                        message: format!("expected a scalar loss, got shape {:?}", loss.size()),
+                    return Err(BalanceError::NonScalarLoss {
+                        task: name.clone(),
+                        shape: loss.size(),
                     });
                 }
                 loss.f_double_value(&[])
@@ -274,5 +280,85 @@ impl std::fmt::Debug for Balancer {
             .field("tasks", &self.task_names)
             .field("step", &self.step)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A balancer whose `backward` always fails and whose `load_state` fails when told to.
+    struct Failing {
+        restore_fails: bool,
+    }
+
+    impl LossBalancer for Failing {
+        fn name(&self) -> &str {
+            "failing"
+        }
+        fn num_tasks(&self) -> usize {
+            2
+        }
+        fn weights(&self) -> Vec<f64> {
+            vec![1.0, 1.0]
+        }
+        fn backward(&mut self, _input: &StepInput<'_>) -> Result<StepReport> {
+            Err(BalanceError::ConfigSyntax("the original failure".into()))
+        }
+        fn state(&self) -> Result<BalancerState> {
+            BalancerState::new("failing", 2, &())
+        }
+        fn load_state(&mut self, _state: &BalancerState) -> Result<()> {
+            if self.restore_fails {
+                Err(BalanceError::StateMismatch {
+                    balancer: "failing".into(),
+                    reason: "cannot restore".into(),
+                })
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn losses() -> Vec<Tensor> {
+        vec![Tensor::from(1.0f64), Tensor::from(2.0f64)]
+    }
+
+    #[test]
+    fn a_failed_update_reports_its_own_error_and_a_failed_rollback_keeps_it() {
+        let parts = SharedParts::new(vec![], vec![]);
+        let mut ok = Balancer::new(
+            Box::new(Failing {
+                restore_fails: false,
+            }),
+            &["a", "b"],
+        )
+        .unwrap();
+        let err = ok.backward(&losses(), &parts, None).unwrap_err();
+        assert!(matches!(err, BalanceError::ConfigSyntax(_)), "{err:?}");
+
+        let mut bad = Balancer::new(
+            Box::new(Failing {
+                restore_fails: true,
+            }),
+            &["a", "b"],
+        )
+        .unwrap();
+        let err = bad.backward(&losses(), &parts, None).unwrap_err();
+        match &err {
+            BalanceError::RollbackFailed { error, rollback } => {
+                assert!(matches!(**error, BalanceError::ConfigSyntax(_)), "{err:?}");
+                assert!(
+                    matches!(**rollback, BalanceError::StateMismatch { .. }),
+                    "{err:?}"
+                );
+            }
+            other => panic!("expected RollbackFailed, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("the original failure") && text.contains("cannot restore"),
+            "{text}"
+        );
     }
 }

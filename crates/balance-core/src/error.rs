@@ -98,6 +98,25 @@ pub enum BalanceError {
         part: String,
     },
 
+    /// A task loss was not a scalar (one element).
+    #[error("the loss of task `{task}` is not a scalar: shape {shape:?}, expected one element")]
+    NonScalarLoss {
+        /// The task's name.
+        task: String,
+        /// The loss tensor's shape.
+        shape: Vec<i64>,
+    },
+
+    /// An update failed and restoring the state from before it failed too: `error` is what went wrong
+    /// first, `rollback` why the restore failed; the balancer's state is unknown, do not keep using it.
+    #[error("{error}; restoring the balancer's earlier state then failed as well ({rollback}), so its state is unknown")]
+    RollbackFailed {
+        /// The original error.
+        error: Box<BalanceError>,
+        /// Why the rollback failed.
+        rollback: Box<BalanceError>,
+    },
+
     /// A libtorch operation failed.
     #[error("libtorch error during {context}: {message}")]
     Torch {

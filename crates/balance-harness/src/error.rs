@@ -27,6 +27,22 @@ pub enum HarnessError {
     /// A data file that should be there is not (the message names it and how to get it).
     #[error("missing data: {0}")]
     MissingData(String),
+    /// The optimizer could not build, update, read or restore its state (the message says which).
+    #[error("optimizer: {0}")]
+    Optimizer(String),
+    /// A categorical or sequence id outside its feature's vocabulary (it would read another feature's
+    /// embedding rows, or none).
+    #[error("{feature}: id {id} in row {row} is outside the vocabulary, expected {expected}")]
+    IdOutOfRange {
+        /// The feature (for example `categorical feature 2`).
+        feature: String,
+        /// The row of the batch.
+        row: i64,
+        /// The id found.
+        id: i64,
+        /// The accepted ids.
+        expected: String,
+    },
     /// A batch does not fit the model.
     #[error("batch does not fit the model: {0}")]
     BadBatch(String),

@@ -142,7 +142,11 @@ impl InputConfig {
 pub struct InputEncoder {
     table: Option<Tensor>,
     offsets: Tensor,
+    /// `vocab_sizes` as a tensor on the table's device, for the range check.
+    vocab: Tensor,
     sequence_offsets: Vec<i64>,
+    /// Ids of sequence `i` must be below `sequence_limits[i]` (its vocabulary, or the shared table's).
+    sequence_limits: Vec<i64>,
     config: InputConfig,
 }
 
@@ -173,11 +177,16 @@ impl InputEncoder {
         }
         let offsets: Vec<i64> = (0..n).map(|j| start[config.table_of(j)]).collect();
         let mut sequence_offsets = Vec::with_capacity(config.sequences.len());
+        let mut sequence_limits = Vec::with_capacity(config.sequences.len());
         for s in &config.sequences {
             match s.shares_table_of {
-                Some(k) => sequence_offsets.push(start[k]),
+                Some(k) => {
+                    sequence_offsets.push(start[k]);
+                    sequence_limits.push(size[k]);
+                }
                 None => {
                     sequence_offsets.push(total);
+                    sequence_limits.push(s.vocab_size);
                     total += s.vocab_size;
                 }
             }
@@ -192,10 +201,20 @@ impl InputEncoder {
                 },
             )
         });
+        let on_device = |v: &[i64], what: &str| {
+            Tensor::from_slice(v)
+                .f_to_device(path.device())
+                .context(what)
+        };
         Ok(Self {
             table,
-            offsets: Tensor::from_slice(&offsets).to_device(path.device()),
+            offsets: on_device(&offsets, "moving the table offsets to the device")?,
+            vocab: on_device(
+                &config.vocab_sizes,
+                "moving the vocabulary sizes to the device",
+            )?,
             sequence_offsets,
+            sequence_limits,
             config: config.clone(),
         })
     }
@@ -232,6 +251,12 @@ impl InputEncoder {
                     batch.sparse.size()
                 )));
             }
+            check_ids(&batch.sparse, 0, &self.vocab, |j| {
+                (
+                    format!("categorical feature {j}"),
+                    self.config.vocab_sizes.get(j).copied().unwrap_or(0),
+                )
+            })?;
             let embedded = batch
                 .sparse
                 .f_add(&self.offsets)
@@ -248,11 +273,13 @@ impl InputEncoder {
             )));
         }
         if let Some(table) = &self.table {
-            for ((ids, feature), &offset) in batch
+            for (i, (((ids, feature), &offset), &limit)) in batch
                 .sequences
                 .iter()
                 .zip(&self.config.sequences)
                 .zip(&self.sequence_offsets)
+                .zip(&self.sequence_limits)
+                .enumerate()
             {
                 if ids.dim() != 2 || ids.size()[0] != b {
                     return Err(HarnessError::BadBatch(format!(
@@ -260,11 +287,68 @@ impl InputEncoder {
                         ids.size()
                     )));
                 }
+                let limit_tensor = Tensor::from(limit)
+                    .f_to_device(ids.device())
+                    .context("the sequence's vocabulary size")?;
+                check_ids(ids, -1, &limit_tensor, |_| {
+                    (format!("sequence feature {i}"), limit)
+                })?;
                 parts.push(pool_sequence(table, ids, offset, feature.pooling)?);
             }
         }
         Ok(Tensor::f_cat(&parts, 1).context("concatenating the features")?)
     }
+}
+
+/// Errors unless every id of the `[B, F]` (or `[B, L]`) tensor `ids` is in `lowest..limit` (`limit`
+/// broadcast along the last dimension; `lowest` is `0`, or `-1` where `-1` pads). One host read of a
+/// boolean per call; on failure the ids are read back to name the first bad one (its feature, from
+/// `describe(column)`: a name and the vocabulary size).
+fn check_ids(
+    ids: &Tensor,
+    lowest: i64,
+    limit: &Tensor,
+    describe: impl Fn(usize) -> (String, i64),
+) -> Result<()> {
+    let any_bad = ids
+        .f_lt(lowest)
+        .and_then(|low| low.f_logical_or(&ids.f_ge_tensor(limit)?))
+        .and_then(|bad| bad.f_any())
+        .and_then(|any| any.f_int64_value(&[]))
+        .context("checking the ids against the vocabularies")?;
+    if any_bad == 0 {
+        return Ok(());
+    }
+    let width = ids.size().last().copied().unwrap_or(1).max(1);
+    let values = ids
+        .f_to_device(tch::Device::Cpu)
+        .and_then(|c| c.f_reshape([-1]))
+        .and_then(Vec::<i64>::try_from)
+        .context("reading back out-of-range ids")?;
+    let limits = limit
+        .f_to_device(tch::Device::Cpu)
+        .and_then(|c| c.f_reshape([-1]))
+        .and_then(Vec::<i64>::try_from)
+        .context("reading back the vocabulary sizes")?;
+    for (k, &id) in values.iter().enumerate() {
+        let column = k % width as usize;
+        let bound = limits.get(column).or(limits.first()).copied().unwrap_or(0);
+        if id < lowest || id >= bound {
+            let (feature, vocab) = describe(column);
+            let pad = if lowest < 0 {
+                " (or -1 for padding)"
+            } else {
+                ""
+            };
+            return Err(HarnessError::IdOutOfRange {
+                feature,
+                row: k as i64 / width,
+                id,
+                expected: format!("0..{vocab}{pad}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Rows `ids` (any shape) of `table`, shaped `[..ids, D]`: an `index_select`, whose backward (an
@@ -392,7 +476,58 @@ mod tests {
             .forward(&batch(&[1, 2, 3, 1_000], Vec::new()))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("embedding the categorical ids"), "{err}");
+        assert_eq!(
+            err,
+            "categorical feature 1: id 1000 in row 1 is outside the vocabulary, expected 0..10"
+        );
+    }
+
+    #[test]
+    fn an_id_of_the_next_features_table_or_negative_is_an_error() {
+        // Feature 0 has 3 ids; id 3 would be row 0 of feature 1's table, read silently before.
+        let vs = nn::VarStore::new(Device::Cpu);
+        let config = InputConfig {
+            dense: 0,
+            vocab_sizes: vec![3, 10],
+            embedding_dim: 2,
+            sequences: vec![SequenceFeature {
+                vocab_size: 4,
+                pooling: Pooling::Mean,
+                shares_table_of: None,
+            }],
+            ..InputConfig::default()
+        };
+        let encoder = InputEncoder::new(&vs.root(), &config).unwrap();
+        let seq = |v: &[i64]| Tensor::from_slice(v).view([2, 2]);
+        let ok = encoder.forward(&batch(&[2, 9, 0, 0], vec![seq(&[3, -1, -1, -1])]));
+        assert!(ok.is_ok());
+        let err = encoder
+            .forward(&batch(&[0, 0, 3, 0], vec![seq(&[0, 0, 0, 0])]))
+            .unwrap_err();
+        assert!(
+            matches!(&err, HarnessError::IdOutOfRange { feature, row: 1, id: 3, .. } if feature == "categorical feature 0"),
+            "{err:?}"
+        );
+        let err = encoder
+            .forward(&batch(&[0, -2, 0, 0], vec![seq(&[0, 0, 0, 0])]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("categorical feature 1: id -2 in row 0"),
+            "{err}"
+        );
+        // Sequences: -1 pads, -2 and the vocabulary size are errors.
+        for bad in [-2i64, 4] {
+            let err = encoder
+                .forward(&batch(&[0, 0, 0, 0], vec![seq(&[0, 1, 2, bad])]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("sequence feature 0: id {bad} in row 1"))
+                    && err.contains("0..4 (or -1 for padding)"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! Every trainable variable becomes a view of one flat tensor, so a step is a handful of tensor operations
 //! whatever the number of parameters, and the optimizer's state is two flat tensors and a step count.
 
-use balance_core::TorchResultExt;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -95,9 +94,11 @@ pub struct FlatAdam {
     config: AdamConfig,
 }
 
-fn to_bits(t: &Tensor) -> Result<Vec<u32>> {
-    let v = Vec::<f32>::try_from(t.to_device(tch::Device::Cpu))
-        .map_err(|e| HarnessError::BadBatch(format!("reading optimizer state: {e}")))?;
+fn to_bits(t: &Tensor, what: &str) -> Result<Vec<u32>> {
+    let v = t
+        .f_to_device(tch::Device::Cpu)
+        .and_then(Vec::<f32>::try_from)
+        .map_err(|e| HarnessError::Optimizer(format!("reading {what}: {e}")))?;
     Ok(v.into_iter().map(f32::to_bits).collect())
 }
 
@@ -111,42 +112,83 @@ fn from_bits(bits: &[u32], like: &Tensor, what: &str) -> Result<Tensor> {
         ));
     }
     let v: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
-    Ok(Tensor::from_slice(&v).to_device(like.device()))
+    Tensor::from_slice(&v)
+        .f_to_device(like.device())
+        .map_err(|e| {
+            HarnessError::Optimizer(format!("moving the checkpoint's {what} to the device: {e}"))
+        })
+}
+
+/// Errors unless every parameter is a float32 tensor on the device of the first one.
+fn check_params(params: &[Tensor]) -> Result<()> {
+    let Some(first) = params.first() else {
+        return Err(HarnessError::invalid(
+            "adam",
+            "params",
+            0,
+            "at least one parameter",
+        ));
+    };
+    let device = first.device();
+    for (i, p) in params.iter().enumerate() {
+        let kind = p.f_kind().map_err(|e| {
+            HarnessError::invalid("adam", format!("params[{i}]"), e, "a defined tensor")
+        })?;
+        if kind != Kind::Float {
+            return Err(HarnessError::invalid(
+                "adam",
+                format!("params[{i}]"),
+                format!("a {kind:?} tensor of shape {:?}", p.size()),
+                "a float32 (Kind::Float) tensor: the optimizer's state is float32",
+            ));
+        }
+        if p.device() != device {
+            return Err(HarnessError::invalid(
+                "adam",
+                format!("params[{i}]"),
+                format!("a tensor on {:?}", p.device()),
+                format!("every parameter on one device (params[0] is on {device:?})"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl FlatAdam {
     /// Re-homes `params` (float32 leaves, all on one device) into one flat buffer and creates the optimizer.
+    /// Errors when `params` is empty, when one is not float32 or when they are not all on one device.
     pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Result<Self> {
         config.check()?;
-        if params.is_empty() {
-            return Err(HarnessError::invalid(
-                "adam",
-                "params",
-                0,
-                "at least one parameter",
-            ));
-        }
+        check_params(&params)?;
         let flat = tch::no_grad(|| {
-            Tensor::cat(
-                &params
-                    .iter()
-                    .map(|p| p.detach().reshape([-1]))
-                    .collect::<Vec<_>>(),
-                0,
-            )
-            .to_kind(Kind::Float)
-        });
+            let pieces = params
+                .iter()
+                .map(|p| p.f_detach().and_then(|d| d.f_reshape([-1])))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Tensor::f_cat(&pieces, 0)
+        })
+        .map_err(|e| HarnessError::Optimizer(format!("building the flat parameter buffer: {e}")))?;
         let mut offset = 0i64;
         let mut params = params;
-        for p in &mut params {
+        for (i, p) in params.iter_mut().enumerate() {
             let n = p.numel() as i64;
-            let view = flat.narrow(0, offset, n).view(p.size().as_slice());
-            p.set_data(&view);
+            flat.f_narrow(0, offset, n)
+                .and_then(|v| v.f_view(p.size().as_slice()))
+                .and_then(|view| p.f_set_data(&view))
+                .map_err(|e| {
+                    HarnessError::Optimizer(format!(
+                        "making params[{i}] a view of the flat buffer: {e}"
+                    ))
+                })?;
             offset += n;
         }
+        let zeros = || {
+            flat.f_zeros_like()
+                .map_err(|e| HarnessError::Optimizer(format!("allocating Adam's moments: {e}")))
+        };
         Ok(Self {
-            exp_avg: flat.zeros_like(),
-            exp_avg_sq: flat.zeros_like(),
+            exp_avg: zeros()?,
+            exp_avg_sq: zeros()?,
             params,
             flat,
             step: 0,
@@ -165,10 +207,19 @@ impl FlatAdam {
     }
 
     /// Zeroes every parameter's gradient.
-    pub fn zero_grad(&mut self) {
+    pub fn zero_grad(&mut self) -> Result<()> {
         for p in &mut self.params {
-            p.zero_grad();
+            let mut grad = p
+                .f_grad()
+                .map_err(|e| HarnessError::Optimizer(format!("reading a gradient: {e}")))?;
+            if grad.defined() {
+                let _ = grad
+                    .f_detach_()
+                    .and_then(|mut g| g.f_zero_())
+                    .map_err(|e| HarnessError::Optimizer(format!("zeroing a gradient: {e}")))?;
+            }
         }
+        Ok(())
     }
 
     /// One Adam step from the parameters' gradients (an absent gradient counts as zero).
@@ -177,7 +228,7 @@ impl FlatAdam {
             .params
             .iter()
             .map(|p| {
-                let g = p.grad();
+                let g = p.f_grad()?;
                 if g.defined() {
                     g.f_reshape([-1])
                 } else {
@@ -185,7 +236,7 @@ impl FlatAdam {
                 }
             })
             .collect::<std::result::Result<Vec<_>, tch::TchError>>()
-            .context("reading the gradients")?;
+            .map_err(|e| HarnessError::Optimizer(format!("reading the gradients: {e}")))?;
         let c = self.config;
         self.step += 1;
         let t = i32::try_from(self.step).unwrap_or(i32::MAX);
@@ -220,7 +271,7 @@ impl FlatAdam {
             let _ = self.flat.f_addcdiv_(&step, &denom)?;
             Ok(())
         });
-        update.context("Adam step")?;
+        update.map_err(|e| HarnessError::Optimizer(format!("Adam step: {e}")))?;
         Ok(())
     }
 
@@ -228,9 +279,9 @@ impl FlatAdam {
     pub fn state(&self) -> Result<FlatAdamState> {
         Ok(FlatAdamState {
             step: self.step,
-            params: to_bits(&self.flat)?,
-            exp_avg: to_bits(&self.exp_avg)?,
-            exp_avg_sq: to_bits(&self.exp_avg_sq)?,
+            params: to_bits(&self.flat, "the parameters")?,
+            exp_avg: to_bits(&self.exp_avg, "the first moments")?,
+            exp_avg_sq: to_bits(&self.exp_avg_sq, "the second moments")?,
         })
     }
 
@@ -240,10 +291,11 @@ impl FlatAdam {
         let exp_avg = from_bits(&state.exp_avg, &self.flat, "exp_avg")?;
         let exp_avg_sq = from_bits(&state.exp_avg_sq, &self.flat, "exp_avg_sq")?;
         tch::no_grad(|| {
-            self.flat.copy_(&params);
-            self.exp_avg.copy_(&exp_avg);
-            self.exp_avg_sq.copy_(&exp_avg_sq);
-        });
+            self.flat.f_copy_(&params)?;
+            self.exp_avg.f_copy_(&exp_avg)?;
+            self.exp_avg_sq.f_copy_(&exp_avg_sq)
+        })
+        .map_err(|e| HarnessError::Optimizer(format!("restoring the optimizer state: {e}")))?;
         self.step = state.step;
         Ok(())
     }
@@ -279,7 +331,7 @@ mod tests {
             reference.zero_grad();
             lin_ref.forward(&x).square().sum(Kind::Float).backward();
             reference.step();
-            flat.zero_grad();
+            flat.zero_grad().unwrap();
             lin.forward(&x).square().sum(Kind::Float).backward();
             flat.step().unwrap();
         }
@@ -316,6 +368,48 @@ mod tests {
         .to_string();
         assert!(
             err.contains("field `params` = 2 values, expected 3 values"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn new_rejects_no_params_other_dtypes_and_mixed_devices() {
+        let err = FlatAdam::new(vec![], AdamConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least one parameter"), "{err}");
+        let f = Tensor::zeros([2], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let d = Tensor::zeros([3], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+        let err = FlatAdam::new(vec![f.shallow_clone(), d], AdamConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`params[1]` = a Double tensor of shape [3]") && err.contains("float32"),
+            "{err}"
+        );
+        if tch::Cuda::is_available() {
+            let g = Tensor::zeros([2], (Kind::Float, Device::Cuda(0))).set_requires_grad(true);
+            let err = FlatAdam::new(vec![f, g], AdamConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("one device"), "{err}");
+        }
+    }
+
+    #[test]
+    fn state_problems_are_optimizer_errors() {
+        let w = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        let mut opt = FlatAdam::new(vec![w.shallow_clone()], AdamConfig::default()).unwrap();
+        (&w * &w).sum(Kind::Float).backward();
+        opt.zero_grad().unwrap();
+        assert_eq!(Vec::<f32>::try_from(w.grad()).unwrap(), [0.0, 0.0]);
+        let state = opt.state().unwrap();
+        // Moments that no longer fit the buffer cannot be restored: an optimizer error, not a batch one.
+        opt.exp_avg = Tensor::zeros([5], (Kind::Float, Device::Cpu));
+        let err = opt.load_state(&state).unwrap_err();
+        assert!(matches!(err, HarnessError::Optimizer(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("restoring the optimizer state"),
             "{err}"
         );
     }

@@ -378,7 +378,9 @@ impl<M: MultiTaskModel> Trainer<M> {
                     .config
                     .batch_size
                     .min(train.len() - self.state.position);
-                let indices = order.narrow(0, self.state.position, size);
+                let indices = order
+                    .f_narrow(0, self.state.position, size)
+                    .context("selecting the batch's examples")?;
                 let batch = train.gather(&indices)?.to_device(self.device)?;
                 let start = Instant::now();
                 let report = self.step(&batch)?;
@@ -403,7 +405,7 @@ impl<M: MultiTaskModel> Trainer<M> {
     fn step(&mut self, batch: &Batch) -> Result<StepReport> {
         let step_seed = dropout_seed(self.config.seed, self.state.global_step);
         tch::manual_seed(step_seed);
-        self.optimizer.zero_grad();
+        self.optimizer.zero_grad()?;
         let output = self.model.forward_t(batch, true)?;
         let losses = task_losses(&self.tasks, &output, batch)?;
         let report =

@@ -17,6 +17,7 @@ fn data() -> (Dataset, Dataset) {
         tasks: vec![Task::binary("a"), Task::binary("b"), Task::binary("c")],
     }
     .split_at(900)
+    .unwrap()
 }
 
 fn trainer(config: TrainConfig) -> balance_harness::Result<Trainer<Mmoe>> {

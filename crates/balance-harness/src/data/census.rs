@@ -43,10 +43,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use tch::Tensor;
-
 use crate::batch::Batch;
-use crate::data::{Dataset, Task};
+use crate::data::{matrix, Dataset, Task};
 use crate::error::{HarnessError, Result};
 use crate::input::InputConfig;
 
@@ -356,8 +354,8 @@ pub fn load(train_csv: &Path, test_csv: &Path, tasks: &[CensusTask]) -> Result<(
     };
     let task_list: Vec<Task> = tasks.iter().map(|t| Task::binary(t.name())).collect();
     Ok((
-        train.into_dataset(input.clone(), task_list.clone()),
-        test.into_dataset(input, task_list),
+        train.into_dataset(input.clone(), task_list.clone())?,
+        test.into_dataset(input, task_list)?,
     ))
 }
 
@@ -520,19 +518,19 @@ impl Encoded {
         Ok(())
     }
 
-    fn into_dataset(self, input: InputConfig, tasks: Vec<Task>) -> Dataset {
-        let n = self.rows as i64;
+    fn into_dataset(self, input: InputConfig, tasks: Vec<Task>) -> Result<Dataset> {
+        let n = self.rows;
         let examples = Batch {
-            dense: Tensor::from_slice(&self.dense).view([n, input.dense]),
-            sparse: Tensor::from_slice(&self.sparse).view([n, input.vocab_sizes.len() as i64]),
+            dense: matrix(&self.dense, n, input.dense as usize, "dense features")?,
+            sparse: matrix(&self.sparse, n, input.vocab_sizes.len(), "categorical ids")?,
             sequences: Vec::new(),
-            labels: Tensor::from_slice(&self.labels).view([n, tasks.len() as i64]),
+            labels: matrix(&self.labels, n, tasks.len(), "labels")?,
         };
-        Dataset {
+        Ok(Dataset {
             examples,
             input,
             tasks,
-        }
+        })
     }
 }
 
@@ -589,6 +587,7 @@ impl Standardiser {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use tch::Tensor;
 
     /// A fresh directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);

@@ -47,11 +47,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
 
 use crate::batch::Batch;
 use crate::data::parquet_rows::{is_parquet, Cell, ParquetRows};
-use crate::data::{Dataset, Task, TaskKind};
+use crate::data::{matrix, Dataset, Task, TaskKind};
 use crate::error::{HarnessError, Result};
 use crate::input::{InputConfig, Pooling, SequenceFeature};
 
@@ -565,7 +564,7 @@ pub fn load(path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
                 padded[r * longest + k] = vocabs[seq_vocab(i)].get(token).copied().unwrap_or(0);
             }
         }
-        sequences.push(Tensor::from_slice(&padded).reshape([rows as i64, longest as i64]));
+        sequences.push(matrix(&padded, rows, longest, "a sequence feature")?);
         let (_, f) = sequence_cols[i];
         sequence_features.push(SequenceFeature {
             vocab_size: vocabs[seq_vocab(i)].len() as i64 + 1,
@@ -578,10 +577,10 @@ pub fn load(path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
     let t = schema.tasks.len();
     let all = Dataset {
         examples: Batch {
-            dense: Tensor::from_slice(&dense32).reshape([rows as i64, d as i64]),
-            sparse: Tensor::from_slice(&ids).reshape([rows as i64, s as i64]),
+            dense: matrix(&dense32, rows, d, "dense features")?,
+            sparse: matrix(&ids, rows, s, "categorical ids")?,
             sequences,
-            labels: Tensor::from_slice(&labels).reshape([rows as i64, t as i64]),
+            labels: matrix(&labels, rows, t, "labels")?,
         },
         input: InputConfig {
             dense: d as i64,
@@ -599,7 +598,7 @@ pub fn load(path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
             })
             .collect(),
     };
-    Ok(all.split_at(train_rows as i64))
+    all.split_at(train_rows as i64)
 }
 
 #[cfg(test)]

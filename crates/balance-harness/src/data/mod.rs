@@ -11,6 +11,18 @@ use crate::batch::Batch;
 use crate::error::Result;
 use crate::input::InputConfig;
 
+/// `values` (row-major) as a `[rows, cols]` tensor; `what` names it in the error.
+pub(crate) fn matrix<T: tch::kind::Element>(
+    values: &[T],
+    rows: usize,
+    cols: usize,
+    what: &str,
+) -> Result<Tensor> {
+    Ok(Tensor::from_slice(values)
+        .f_view([rows as i64, cols as i64])
+        .context(what)?)
+}
+
 /// What kind of label a task has, which decides its loss and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,14 +91,18 @@ impl Dataset {
 
     /// Splits into the first `n` examples and the rest (views, no copy): train and held-out sets drawn
     /// from one generator.
-    pub fn split_at(&self, n: i64) -> (Dataset, Dataset) {
+    pub fn split_at(&self, n: i64) -> Result<(Dataset, Dataset)> {
         let n = n.clamp(0, self.len());
-        let part = |start: i64, len: i64| Dataset {
-            examples: self.examples.map(|t| t.narrow(0, start, len)),
-            input: self.input.clone(),
-            tasks: self.tasks.clone(),
+        let part = |start: i64, len: i64| -> Result<Dataset> {
+            Ok(Dataset {
+                examples: self
+                    .examples
+                    .try_map("splitting a dataset", |t| t.f_narrow(0, start, len))?,
+                input: self.input.clone(),
+                tasks: self.tasks.clone(),
+            })
         };
-        (part(0, n), part(n, self.len() - n))
+        Ok((part(0, n)?, part(n, self.len() - n)?))
     }
 
     /// The positive rate (binary) or mean (regression) of each task's labels.
