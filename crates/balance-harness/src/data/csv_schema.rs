@@ -771,6 +771,17 @@ mod tests {
         );
     }
 
+    #[cfg(not(feature = "parquet"))]
+    #[test]
+    fn without_the_parquet_feature_a_parquet_file_is_a_clear_error() {
+        let schema = Schema::from_file(&scratch("nopq.toml", SCHEMA)).unwrap();
+        let err = load(&scratch("data.parquet", "x,y\n1,0\n"), &schema)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`parquet` feature"), "{err}");
+    }
+
+    #[cfg(feature = "parquet")]
     mod parquet_input {
         use super::*;
         use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};

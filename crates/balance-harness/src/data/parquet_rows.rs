@@ -10,8 +10,11 @@
 use std::io::Read;
 use std::path::Path;
 
+#[cfg(feature = "parquet")]
 use parquet::file::reader::{FileReader, SerializedFileReader};
+#[cfg(feature = "parquet")]
 use parquet::record::reader::RowIter;
+#[cfg(feature = "parquet")]
 use parquet::record::Field;
 
 use crate::error::{HarnessError, Result};
@@ -43,6 +46,7 @@ pub enum Cell {
     List(Vec<String>),
 }
 
+#[cfg(feature = "parquet")]
 /// The rows of a Parquet file, in order, each as one [`Cell`] per top-level column.
 pub struct ParquetRows {
     columns: Vec<String>,
@@ -51,6 +55,7 @@ pub struct ParquetRows {
     row: usize,
 }
 
+#[cfg(feature = "parquet")]
 impl ParquetRows {
     /// Opens `path`; a file that is not Parquet (no `PAR1` magic) gets an error that says so.
     pub fn open(path: &Path) -> Result<Self> {
@@ -97,6 +102,7 @@ impl ParquetRows {
     }
 }
 
+#[cfg(feature = "parquet")]
 impl Iterator for ParquetRows {
     /// The row's number (1-based) and its cells, one per column of [`columns`](Self::columns).
     type Item = Result<(usize, Vec<Cell>)>;
@@ -126,6 +132,7 @@ impl Iterator for ParquetRows {
     }
 }
 
+#[cfg(feature = "parquet")]
 /// A field as a cell; `None` for a value nested deeper than a list of scalars.
 fn cell(field: Field) -> Option<Cell> {
     match field {
@@ -139,6 +146,7 @@ fn cell(field: Field) -> Option<Cell> {
     }
 }
 
+#[cfg(feature = "parquet")]
 /// A scalar's text; `None` for a nested value.
 fn scalar_text(field: &Field) -> Option<String> {
     Some(match field {
@@ -165,4 +173,35 @@ fn scalar_text(field: &Field) -> Option<String> {
         | Field::TimestampMicros(_) => field.to_string(),
         Field::Group(_) | Field::ListInternal(_) | Field::MapInternal(_) => return None,
     })
+}
+
+/// Without the `parquet` feature there is no Parquet reader: opening a Parquet file is an error that
+/// says how to get one (this type has no value).
+#[cfg(not(feature = "parquet"))]
+pub enum ParquetRows {}
+
+#[cfg(not(feature = "parquet"))]
+impl ParquetRows {
+    /// Always an error: this build has no Parquet support.
+    pub fn open(path: &Path) -> Result<Self> {
+        Err(HarnessError::BadData(format!(
+            "{}: reading Parquet needs the `parquet` feature of balance-harness (on by default), \
+             which this build leaves out",
+            path.display()
+        )))
+    }
+
+    /// The top-level column names (never called: there is no value).
+    pub fn columns(&self) -> &[String] {
+        match *self {}
+    }
+}
+
+#[cfg(not(feature = "parquet"))]
+impl Iterator for ParquetRows {
+    type Item = Result<(usize, Vec<Cell>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match *self {}
+    }
 }
