@@ -30,41 +30,113 @@ impl fmt::Display for BalancerKind {
     }
 }
 
-/// One balancer's entry in the registry. Plugins submit one with [`inventory::submit!`]:
+/// Registers a balancer, naming it once: the `method` tag of its config (typetag), its
+/// [`BalancerConfig::method`], an optional `const` for the plugin's own use, and its
+/// [`BalancerRegistration`] all come from the one string literal.
+///
+/// Full form: the macro writes `impl BalancerConfig for <config>` from the `validate` and `build` (and
+/// any other method) you give in `impl { ... }`, adding `method` and `clone_config` (the config must be
+/// `Clone`, `Default`, `Serialize` and `Deserialize`; the crate must depend on `typetag`):
 ///
 /// ```
-/// use balance_core::{BalancerConfig, BalancerKind, BalancerRegistration};
-/// # use balance_core::{BalancerState, LossBalancer, Result, StepInput, StepReport};
-/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-/// # struct MyConfig;
+/// use balance_core::{BalancerState, LossBalancer, Result, StepInput, StepReport};
+/// #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+/// pub struct MyConfig;
 /// # struct Equal(usize);
 /// # impl LossBalancer for Equal {
-/// #     fn name(&self) -> &str { "my_method" }
+/// #     fn name(&self) -> &str { NAME }
 /// #     fn num_tasks(&self) -> usize { self.0 }
 /// #     fn weights(&self) -> Vec<f64> { vec![1.0; self.0] }
 /// #     fn backward(&mut self, input: &StepInput<'_>) -> Result<StepReport> {
-/// #         input.backward_weighted("my_method", self.weights())
+/// #         input.backward_weighted(NAME, self.weights())
 /// #     }
-/// #     fn state(&self) -> Result<BalancerState> { BalancerState::new("my_method", self.0, &()) }
-/// #     fn load_state(&mut self, state: &BalancerState) -> Result<()> { state.decode("my_method", self.0) }
+/// #     fn state(&self) -> Result<BalancerState> { BalancerState::new(NAME, self.0, &()) }
+/// #     fn load_state(&mut self, state: &BalancerState) -> Result<()> { state.decode(NAME, self.0) }
 /// # }
-/// # #[typetag::serde(name = "my_method")]
-/// # impl BalancerConfig for MyConfig {
-/// #     fn method(&self) -> &'static str { "my_method" }
-/// #     fn validate(&self, _: usize) -> Result<()> { Ok(()) }
-/// #     fn build(&self, n: usize) -> Result<Box<dyn LossBalancer>> { Ok(Box::new(Equal(n))) }
-/// #     fn clone_config(&self) -> Box<dyn BalancerConfig> { Box::new(self.clone()) }
-/// # }
-/// inventory::submit! {
-///     BalancerRegistration {
-///         name: "my_method",
-///         summary: "What it does, in one line.",
-///         kind: BalancerKind::LossWeighting,
-///         paper: "Author et al., Venue Year",
-///         default_config: || Box::new(MyConfig),
+///
+/// balance_core::register_balancer! {
+///     /// The registry name.
+///     pub const NAME = "my_method";
+///     config: MyConfig,
+///     summary: "What it does, in one line.",
+///     kind: LossWeighting,
+///     paper: "Author et al., Venue Year",
+///     impl {
+///         fn validate(&self, _num_tasks: usize) -> Result<()> {
+///             Ok(())
+///         }
+///         fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
+///             Ok(Box::new(Equal(num_tasks)))
+///         }
 ///     }
 /// }
+///
+/// let registry = balance_core::registry().unwrap();
+/// assert_eq!(registry.get("my_method").unwrap().summary, "What it does, in one line.");
+/// assert_eq!(registry.default_config("my_method").unwrap().method(), NAME);
 /// ```
+///
+/// Registration-only form, for a crate that writes its `impl BalancerConfig` itself (with
+/// `#[typetag::serde(name = "...")]`): `register_balancer! { name: NAME, config: MyConfig, summary: ...,
+/// kind: ..., paper: ... }` submits the [`BalancerRegistration`] only (its default config is
+/// `<MyConfig as Default>::default()`); keep its name, the typetag name and `method` equal yourself.
+#[macro_export]
+macro_rules! register_balancer {
+    (
+        $(#[$meta:meta])*
+        $vis:vis const $const_name:ident = $name:tt;
+        config: $config:ty,
+        summary: $summary:expr,
+        kind: $kind:ident,
+        paper: $paper:expr,
+        impl { $($body:tt)* }
+    ) => {
+        $(#[$meta])*
+        $vis const $const_name: &str = $name;
+
+        #[typetag::serde(name = $name)]
+        impl $crate::BalancerConfig for $config {
+            fn method(&self) -> &'static str {
+                $name
+            }
+
+            fn clone_config(&self) -> ::std::boxed::Box<dyn $crate::BalancerConfig> {
+                ::std::boxed::Box::new(::std::clone::Clone::clone(self))
+            }
+
+            $($body)*
+        }
+
+        $crate::register_balancer! {
+            name: $name,
+            config: $config,
+            summary: $summary,
+            kind: $kind,
+            paper: $paper
+        }
+    };
+    (
+        name: $name:expr,
+        config: $config:ty,
+        summary: $summary:expr,
+        kind: $kind:ident,
+        paper: $paper:expr $(,)?
+    ) => {
+        $crate::inventory::submit! {
+            $crate::BalancerRegistration {
+                name: $name,
+                summary: $summary,
+                kind: $crate::BalancerKind::$kind,
+                paper: $paper,
+                default_config: || {
+                    ::std::boxed::Box::new(<$config as ::std::default::Default>::default())
+                },
+            }
+        }
+    };
+}
+
+/// One balancer's entry in the registry; plugins submit one with [`register_balancer!`].
 pub struct BalancerRegistration {
     /// The registry name, also the `method` tag of its config (snake_case).
     pub name: &'static str,

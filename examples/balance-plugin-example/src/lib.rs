@@ -6,16 +6,12 @@
 //! switch, `w_i = 1 / max(mean_{t < switch_step} l_i(t), eps)`.
 //!
 //! This crate is the template for a third-party plugin: it depends only on `balance-core` (and
-//! `balance-bench` for its binary), implements [`LossBalancer`], and registers itself with `inventory`.
+//! `balance-bench` for its binary), implements [`LossBalancer`], and registers itself with `balance_core::register_balancer!`.
 
 use balance_core::{
-    validate, BalanceError, BalancerConfig, BalancerKind, BalancerRegistration, BalancerState,
-    LossBalancer, Result, StepInput, StepReport,
+    validate, BalanceError, BalancerState, LossBalancer, Result, StepInput, StepReport,
 };
 use serde::{Deserialize, Serialize};
-
-/// The registry name.
-pub const NAME: &str = "fixed_then_adaptive";
 
 /// Config: `{"method": "fixed_then_adaptive", "switch_step": 100, "initial_weights": [1.0, 2.0]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,47 +36,46 @@ impl Default for FixedThenAdaptiveConfig {
     }
 }
 
-#[typetag::serde(name = "fixed_then_adaptive")]
-impl BalancerConfig for FixedThenAdaptiveConfig {
-    fn method(&self) -> &'static str {
-        NAME
-    }
-
-    fn validate(&self, num_tasks: usize) -> Result<()> {
-        validate::task_count_at_least(NAME, num_tasks, 1)?;
-        if self.switch_step < 1 {
-            return Err(BalanceError::invalid_config(
-                NAME,
-                "switch_step",
-                self.switch_step,
-                "an integer >= 1",
-            ));
+balance_core::register_balancer! {
+    /// The registry name.
+    pub const NAME = "fixed_then_adaptive";
+    config: FixedThenAdaptiveConfig,
+    summary: "Fixed weights for a warm-up, then each loss divided by its warm-up mean (example plugin).",
+    kind: LossWeighting,
+    paper: "-",
+    impl {
+        fn validate(&self, num_tasks: usize) -> Result<()> {
+            validate::task_count_at_least(NAME, num_tasks, 1)?;
+            if self.switch_step < 1 {
+                return Err(BalanceError::invalid_config(
+                    NAME,
+                    "switch_step",
+                    self.switch_step,
+                    "an integer >= 1",
+                ));
+            }
+            validate::positive(NAME, "eps", self.eps)?;
+            if let Some(w) = &self.initial_weights {
+                validate::task_weights(NAME, "initial_weights", w, num_tasks)?;
+            }
+            Ok(())
         }
-        validate::positive(NAME, "eps", self.eps)?;
-        if let Some(w) = &self.initial_weights {
-            validate::task_weights(NAME, "initial_weights", w, num_tasks)?;
+
+        fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
+            self.validate(num_tasks)?;
+            let fixed = self
+                .initial_weights
+                .clone()
+                .unwrap_or_else(|| vec![1.0; num_tasks]);
+            Ok(Box::new(FixedThenAdaptive {
+                config: self.clone(),
+                fixed,
+                state: State {
+                    steps: 0,
+                    loss_sums: vec![0.0; num_tasks],
+                },
+            }))
         }
-        Ok(())
-    }
-
-    fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
-        self.validate(num_tasks)?;
-        let fixed = self
-            .initial_weights
-            .clone()
-            .unwrap_or_else(|| vec![1.0; num_tasks]);
-        Ok(Box::new(FixedThenAdaptive {
-            config: self.clone(),
-            fixed,
-            state: State {
-                steps: 0,
-                loss_sums: vec![0.0; num_tasks],
-            },
-        }))
-    }
-
-    fn clone_config(&self) -> Box<dyn BalancerConfig> {
-        Box::new(self.clone())
     }
 }
 
@@ -146,15 +141,5 @@ impl LossBalancer for FixedThenAdaptive {
         }
         self.state = decoded;
         Ok(())
-    }
-}
-
-inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "Fixed weights for a warm-up, then each loss divided by its warm-up mean (example plugin).",
-        kind: BalancerKind::LossWeighting,
-        paper: "-",
-        default_config: || Box::new(FixedThenAdaptiveConfig::default()),
     }
 }

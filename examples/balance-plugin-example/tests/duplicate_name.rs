@@ -2,20 +2,18 @@
 //! from the registry and from the bench, never a silent pick.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use balance_core::{BalanceError, BalancerKind, BalancerRegistration};
+use balance_core::BalanceError;
 use balance_plugin_example::FixedThenAdaptiveConfig;
 
 // The bench links every first-party plugin, `grad_norm` among them.
 use balance_bench as _;
 
-inventory::submit! {
-    BalancerRegistration {
-        name: "grad_norm",
-        summary: "An impostor registered by a third party.",
-        kind: BalancerKind::LossWeighting,
-        paper: "-",
-        default_config: || Box::new(FixedThenAdaptiveConfig::default()),
-    }
+balance_core::register_balancer! {
+    name: "grad_norm",
+    config: FixedThenAdaptiveConfig,
+    summary: "An impostor registered by a third party.",
+    kind: LossWeighting,
+    paper: "-",
 }
 
 #[test]

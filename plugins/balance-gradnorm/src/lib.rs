@@ -57,7 +57,7 @@ pub mod algorithm;
 pub mod hyperparams;
 pub mod rule;
 
-use balance_core::{BalancerConfig, BalancerKind, BalancerRegistration, LossBalancer, Result};
+use balance_core::{BalancerConfig, LossBalancer, Result};
 
 pub use algorithm::GradNorm;
 pub use hyperparams::{GradNormConfig, GradNormParams};
@@ -87,12 +87,10 @@ impl BalancerConfig for GradNormConfig {
     }
 }
 
-inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "Learn task weights so each task's gradient norm tracks its relative training rate.",
-        kind: BalancerKind::GradientWeighting,
-        paper: "Chen et al., GradNorm, ICML 2018",
-        default_config: || Box::new(GradNormConfig::default()),
-    }
+balance_core::register_balancer! {
+    name: NAME,
+    config: GradNormConfig,
+    summary: "Learn task weights so each task's gradient norm tracks its relative training rate.",
+    kind: GradientWeighting,
+    paper: "Chen et al., GradNorm, ICML 2018",
 }

@@ -19,8 +19,8 @@
 //! ```
 
 use balance_core::{
-    validate, BalanceError, BalancerConfig, BalancerKind, BalancerRegistration, BalancerState,
-    LossBalancer, Result, StepInput, StepReport,
+    validate, BalanceError, BalancerConfig, BalancerState, LossBalancer, Result, StepInput,
+    StepReport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -314,14 +314,12 @@ impl LossBalancer for LossNorm {
     }
 }
 
-inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "Divide each loss by a detached scale (initial loss or running EMA) so scales compare.",
-        kind: BalancerKind::LossWeighting,
-        paper: "- (industry practice; cf. Chen et al., GradNorm, ICML 2018, loss ratios)",
-        default_config: || Box::new(LossNormConfig::default()),
-    }
+balance_core::register_balancer! {
+    name: NAME,
+    config: LossNormConfig,
+    summary: "Divide each loss by a detached scale (initial loss or running EMA) so scales compare.",
+    kind: LossWeighting,
+    paper: "- (industry practice; cf. Chen et al., GradNorm, ICML 2018, loss ratios)",
 }
 
 #[cfg(test)]

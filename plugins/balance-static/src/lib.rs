@@ -6,13 +6,9 @@
 //! exactly as written (no normalisation).
 
 use balance_core::{
-    validate, BalancerConfig, BalancerKind, BalancerRegistration, BalancerState, LossBalancer,
-    Result, StepInput, StepReport,
+    validate, BalancerConfig, BalancerState, LossBalancer, Result, StepInput, StepReport,
 };
 use serde::{Deserialize, Serialize};
-
-/// The registry name.
-pub const NAME: &str = "static";
 
 /// Config of the `static` balancer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -38,28 +34,27 @@ impl StaticConfig {
     }
 }
 
-#[typetag::serde(name = "static")]
-impl BalancerConfig for StaticConfig {
-    fn method(&self) -> &'static str {
-        NAME
-    }
-
-    fn validate(&self, num_tasks: usize) -> Result<()> {
-        validate::task_count_at_least(NAME, num_tasks, 1)?;
-        match &self.weights {
-            Some(w) => validate::task_weights(NAME, "weights", w, num_tasks),
-            None => Ok(()),
+balance_core::register_balancer! {
+    /// The registry name.
+    pub const NAME = "static";
+    config: StaticConfig,
+    summary: "Fixed task weights (equal by default): the hand-tuned baseline.",
+    kind: LossWeighting,
+    paper: "-",
+    impl {
+        fn validate(&self, num_tasks: usize) -> Result<()> {
+            validate::task_count_at_least(NAME, num_tasks, 1)?;
+            match &self.weights {
+                Some(w) => validate::task_weights(NAME, "weights", w, num_tasks),
+                None => Ok(()),
+            }
         }
-    }
 
-    fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
-        Ok(Box::new(StaticWeights {
-            weights: self.resolved_weights(num_tasks)?,
-        }))
-    }
-
-    fn clone_config(&self) -> Box<dyn BalancerConfig> {
-        Box::new(self.clone())
+        fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
+            Ok(Box::new(StaticWeights {
+                weights: self.resolved_weights(num_tasks)?,
+            }))
+        }
     }
 }
 
@@ -93,16 +88,6 @@ impl LossBalancer for StaticWeights {
 
     fn load_state(&mut self, state: &BalancerState) -> Result<()> {
         state.decode::<()>(NAME, self.weights.len())
-    }
-}
-
-inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "Fixed task weights (equal by default): the hand-tuned baseline.",
-        kind: BalancerKind::LossWeighting,
-        paper: "-",
-        default_config: || Box::new(StaticConfig::default()),
     }
 }
 

@@ -24,15 +24,12 @@
 //! ```
 
 use balance_core::{
-    validate, BalanceError, BalancerConfig, BalancerKind, BalancerRegistration, BalancerState,
-    LossBalancer, Result, StepInput, StepReport,
+    validate, BalanceError, BalancerConfig, BalancerState, LossBalancer, Result, StepInput,
+    StepReport,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::scaled_softmax;
-
-/// The registry name.
-pub const NAME: &str = "dwa";
 
 const DEFAULT_TEMPERATURE: f64 = 2.0;
 /// Floor on the older epoch mean, the ratio's denominator.
@@ -58,28 +55,27 @@ impl DwaConfig {
     }
 }
 
-#[typetag::serde(name = "dwa")]
-impl BalancerConfig for DwaConfig {
-    fn method(&self) -> &'static str {
-        NAME
-    }
-
-    fn validate(&self, num_tasks: usize) -> Result<()> {
-        validate::task_count_at_least(NAME, num_tasks, 1)?;
-        if let Some(t) = self.temperature {
-            validate::positive(NAME, "temperature", t)?;
+balance_core::register_balancer! {
+    /// The registry name.
+    pub const NAME = "dwa";
+    config: DwaConfig,
+    summary: "Dynamic Weight Average: softmax of each task's epoch-over-epoch loss ratio, summing to T.",
+    kind: LossWeighting,
+    paper: "Liu, Johns & Davison, CVPR 2019 (MTAN)",
+    impl {
+        fn validate(&self, num_tasks: usize) -> Result<()> {
+            validate::task_count_at_least(NAME, num_tasks, 1)?;
+            if let Some(t) = self.temperature {
+                validate::positive(NAME, "temperature", t)?;
+            }
+            Ok(())
         }
-        Ok(())
-    }
 
-    fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
-        Ok(Box::new(Dwa {
-            rule: self.rule(num_tasks)?,
-        }))
-    }
-
-    fn clone_config(&self) -> Box<dyn BalancerConfig> {
-        Box::new(self.clone())
+        fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
+            Ok(Box::new(Dwa {
+                rule: self.rule(num_tasks)?,
+            }))
+        }
     }
 }
 
@@ -246,16 +242,6 @@ impl LossBalancer for Dwa {
     fn end_epoch(&mut self) -> Result<()> {
         self.rule.end_epoch();
         Ok(())
-    }
-}
-
-inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "Dynamic Weight Average: softmax of each task's epoch-over-epoch loss ratio, summing to T.",
-        kind: BalancerKind::LossWeighting,
-        paper: "Liu, Johns & Davison, CVPR 2019 (MTAN)",
-        default_config: || Box::new(DwaConfig::default()),
     }
 }
 

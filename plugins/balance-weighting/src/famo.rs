@@ -28,15 +28,12 @@
 
 use balance_core::adam::AdamState;
 use balance_core::{
-    validate, BalanceError, BalancerConfig, BalancerKind, BalancerRegistration, BalancerState,
-    LossBalancer, Result, StepInput, StepReport,
+    validate, BalanceError, BalancerConfig, BalancerState, LossBalancer, Result, StepInput,
+    StepReport,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::softmax;
-
-/// The registry name.
-pub const NAME: &str = "famo";
 
 /// The constant added to `L - min_loss` before the logarithm (as in the reference code).
 pub const FAMO_EPS: f64 = 1e-8;
@@ -73,49 +70,48 @@ impl FamoConfig {
     }
 }
 
-#[typetag::serde(name = "famo")]
-impl BalancerConfig for FamoConfig {
-    fn method(&self) -> &'static str {
-        NAME
-    }
-
-    fn validate(&self, num_tasks: usize) -> Result<()> {
-        validate::task_count_at_least(NAME, num_tasks, 1)?;
-        if let Some(gamma) = self.gamma {
-            validate::non_negative(NAME, "gamma", gamma)?;
-        }
-        if let Some(lr) = self.w_lr {
-            validate::positive(NAME, "w_lr", lr)?;
-        }
-        if let Some(m) = &self.min_losses {
-            if m.len() != num_tasks {
-                return Err(BalanceError::invalid_config(
-                    NAME,
-                    "min_losses",
-                    format!("{m:?}"),
-                    format!("one value per task ({num_tasks}), got {}", m.len()),
-                ));
+balance_core::register_balancer! {
+    /// The registry name.
+    pub const NAME = "famo";
+    config: FamoConfig,
+    summary: "FAMO: logits learned from each task's log-loss decrease weigh the losses (one extra forward).",
+    kind: LossWeighting,
+    paper: "Liu, Liu, Stone & Liu, NeurIPS 2023 (FAMO)",
+    impl {
+        fn validate(&self, num_tasks: usize) -> Result<()> {
+            validate::task_count_at_least(NAME, num_tasks, 1)?;
+            if let Some(gamma) = self.gamma {
+                validate::non_negative(NAME, "gamma", gamma)?;
             }
-            if let Some((i, v)) = m.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(BalanceError::invalid_config(
-                    NAME,
-                    format!("min_losses[{i}]"),
-                    v,
-                    "a finite number",
-                ));
+            if let Some(lr) = self.w_lr {
+                validate::positive(NAME, "w_lr", lr)?;
             }
+            if let Some(m) = &self.min_losses {
+                if m.len() != num_tasks {
+                    return Err(BalanceError::invalid_config(
+                        NAME,
+                        "min_losses",
+                        format!("{m:?}"),
+                        format!("one value per task ({num_tasks}), got {}", m.len()),
+                    ));
+                }
+                if let Some((i, v)) = m.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                    return Err(BalanceError::invalid_config(
+                        NAME,
+                        format!("min_losses[{i}]"),
+                        v,
+                        "a finite number",
+                    ));
+                }
+            }
+            Ok(())
         }
-        Ok(())
-    }
 
-    fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
-        Ok(Box::new(Famo {
-            rule: self.rule(num_tasks)?,
-        }))
-    }
-
-    fn clone_config(&self) -> Box<dyn BalancerConfig> {
-        Box::new(self.clone())
+        fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
+            Ok(Box::new(Famo {
+                rule: self.rule(num_tasks)?,
+            }))
+        }
     }
 }
 
@@ -327,16 +323,6 @@ impl LossBalancer for Famo {
             });
         }
         self.rule.update(losses)
-    }
-}
-
-inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "FAMO: logits learned from each task's log-loss decrease weigh the losses (one extra forward).",
-        kind: BalancerKind::LossWeighting,
-        paper: "Liu, Liu, Stone & Liu, NeurIPS 2023 (FAMO)",
-        default_config: || Box::new(FamoConfig::default()),
     }
 }
 

@@ -17,14 +17,8 @@
 //! {"method": "gls", "eps": 1e-8}
 //! ```
 
-use balance_core::{
-    validate, BalancerConfig, BalancerKind, BalancerRegistration, BalancerState, LossBalancer,
-    Result, StepInput, StepReport,
-};
+use balance_core::{validate, BalancerState, LossBalancer, Result, StepInput, StepReport};
 use serde::{Deserialize, Serialize};
-
-/// The registry name.
-pub const NAME: &str = "gls";
 
 const DEFAULT_EPS: f64 = 1e-8;
 
@@ -37,30 +31,29 @@ pub struct GlsConfig {
     pub eps: Option<f64>,
 }
 
-#[typetag::serde(name = "gls")]
-impl BalancerConfig for GlsConfig {
-    fn method(&self) -> &'static str {
-        NAME
-    }
-
-    fn validate(&self, num_tasks: usize) -> Result<()> {
-        validate::task_count_at_least(NAME, num_tasks, 1)?;
-        if let Some(eps) = self.eps {
-            validate::positive(NAME, "eps", eps)?;
+balance_core::register_balancer! {
+    /// The registry name.
+    pub const NAME = "gls";
+    config: GlsConfig,
+    summary: "Geometric Loss Strategy: minimise the geometric mean of the losses, via w_i = G / (T L_i).",
+    kind: LossWeighting,
+    paper: "Chennupati et al., CVPR Workshops 2019 (MultiNet++)",
+    impl {
+        fn validate(&self, num_tasks: usize) -> Result<()> {
+            validate::task_count_at_least(NAME, num_tasks, 1)?;
+            if let Some(eps) = self.eps {
+                validate::positive(NAME, "eps", eps)?;
+            }
+            Ok(())
         }
-        Ok(())
-    }
 
-    fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
-        self.validate(num_tasks)?;
-        Ok(Box::new(Gls {
-            num_tasks,
-            eps: self.eps.unwrap_or(DEFAULT_EPS),
-        }))
-    }
-
-    fn clone_config(&self) -> Box<dyn BalancerConfig> {
-        Box::new(self.clone())
+        fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
+            self.validate(num_tasks)?;
+            Ok(Box::new(Gls {
+                num_tasks,
+                eps: self.eps.unwrap_or(DEFAULT_EPS),
+            }))
+        }
     }
 }
 
@@ -119,19 +112,10 @@ impl LossBalancer for Gls {
     }
 }
 
-inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "Geometric Loss Strategy: minimise the geometric mean of the losses, via w_i = G / (T L_i).",
-        kind: BalancerKind::LossWeighting,
-        paper: "Chennupati et al., CVPR Workshops 2019 (MultiNet++)",
-        default_config: || Box::new(GlsConfig::default()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use balance_core::BalancerConfig;
     use proptest::prelude::*;
     use tch::{Kind, Tensor};
 

@@ -19,15 +19,11 @@
 
 use balance_core::rng::SplitMix64;
 use balance_core::{
-    validate, BalancerConfig, BalancerKind, BalancerRegistration, BalancerState, LossBalancer,
-    Result, StepInput, StepReport,
+    validate, BalancerConfig, BalancerState, LossBalancer, Result, StepInput, StepReport,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::scaled_softmax;
-
-/// The registry name.
-pub const NAME: &str = "rlw";
 
 /// Config of the `rlw` balancer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,24 +45,23 @@ impl RlwConfig {
     }
 }
 
-#[typetag::serde(name = "rlw")]
-impl BalancerConfig for RlwConfig {
-    fn method(&self) -> &'static str {
-        NAME
-    }
+balance_core::register_balancer! {
+    /// The registry name.
+    pub const NAME = "rlw";
+    config: RlwConfig,
+    summary: "Random Loss Weighting: fresh weights T*softmax(z), z ~ N(0, 1), every step (seeded).",
+    kind: LossWeighting,
+    paper: "Lin et al., TMLR 2022 (Reasonable effectiveness of random weighting)",
+    impl {
+        fn validate(&self, num_tasks: usize) -> Result<()> {
+            validate::task_count_at_least(NAME, num_tasks, 1)
+        }
 
-    fn validate(&self, num_tasks: usize) -> Result<()> {
-        validate::task_count_at_least(NAME, num_tasks, 1)
-    }
-
-    fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
-        Ok(Box::new(Rlw {
-            rule: self.rule(num_tasks)?,
-        }))
-    }
-
-    fn clone_config(&self) -> Box<dyn BalancerConfig> {
-        Box::new(self.clone())
+        fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
+            Ok(Box::new(Rlw {
+                rule: self.rule(num_tasks)?,
+            }))
+        }
     }
 }
 
@@ -145,16 +140,6 @@ impl LossBalancer for Rlw {
         let rng = state.decode(NAME, self.num_tasks())?;
         self.rule.set_state(rng);
         Ok(())
-    }
-}
-
-inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "Random Loss Weighting: fresh weights T*softmax(z), z ~ N(0, 1), every step (seeded).",
-        kind: BalancerKind::LossWeighting,
-        paper: "Lin et al., TMLR 2022 (Reasonable effectiveness of random weighting)",
-        default_config: || Box::new(RlwConfig::default()),
     }
 }
 

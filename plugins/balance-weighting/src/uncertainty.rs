@@ -28,13 +28,10 @@
 
 use balance_core::adam::AdamState;
 use balance_core::{
-    validate, BalanceError, BalancerConfig, BalancerKind, BalancerRegistration, BalancerState,
-    LossBalancer, Result, StepInput, StepReport,
+    validate, BalanceError, BalancerConfig, BalancerState, LossBalancer, Result, StepInput,
+    StepReport,
 };
 use serde::{Deserialize, Serialize};
-
-/// The registry name.
-pub const NAME: &str = "uncertainty";
 
 /// Bound on `|s_i|`: the log-variances are clamped to `[-LOG_VARIANCE_BOUND, LOG_VARIANCE_BOUND]`.
 pub const LOG_VARIANCE_BOUND: f64 = 50.0;
@@ -157,51 +154,50 @@ impl UncertaintyConfig {
     }
 }
 
-#[typetag::serde(name = "uncertainty")]
-impl BalancerConfig for UncertaintyConfig {
-    fn method(&self) -> &'static str {
-        NAME
-    }
-
-    fn validate(&self, num_tasks: usize) -> Result<()> {
-        validate::task_count_at_least(NAME, num_tasks, 1)?;
-        if let Some(lr) = self.lr {
-            validate::positive(NAME, "lr", lr)?;
-        }
-        if let Some(init) = self.init {
-            if !(init.is_finite() && init.abs() <= LOG_VARIANCE_BOUND) {
-                return Err(BalanceError::invalid_config(
-                    NAME,
-                    "init",
-                    init,
-                    "a number in [-50, 50]",
-                ));
+balance_core::register_balancer! {
+    /// The registry name.
+    pub const NAME = "uncertainty";
+    config: UncertaintyConfig,
+    summary: "Learned per-task log-variances weigh each loss by c*exp(-s) (homoscedastic uncertainty).",
+    kind: LossWeighting,
+    paper: "Kendall, Gal & Cipolla, CVPR 2018 (log1p regulariser: Liebel & Körner, 2018)",
+    impl {
+        fn validate(&self, num_tasks: usize) -> Result<()> {
+            validate::task_count_at_least(NAME, num_tasks, 1)?;
+            if let Some(lr) = self.lr {
+                validate::positive(NAME, "lr", lr)?;
             }
-        }
-        if let Forms::PerTask(forms) = &self.form {
-            if forms.len() != num_tasks {
-                return Err(BalanceError::invalid_config(
-                    NAME,
-                    "form",
-                    format!("{forms:?}"),
-                    format!(
-                        "one form for all tasks or one per task ({num_tasks}), got {}",
-                        forms.len()
-                    ),
-                ));
+            if let Some(init) = self.init {
+                if !(init.is_finite() && init.abs() <= LOG_VARIANCE_BOUND) {
+                    return Err(BalanceError::invalid_config(
+                        NAME,
+                        "init",
+                        init,
+                        "a number in [-50, 50]",
+                    ));
+                }
             }
+            if let Forms::PerTask(forms) = &self.form {
+                if forms.len() != num_tasks {
+                    return Err(BalanceError::invalid_config(
+                        NAME,
+                        "form",
+                        format!("{forms:?}"),
+                        format!(
+                            "one form for all tasks or one per task ({num_tasks}), got {}",
+                            forms.len()
+                        ),
+                    ));
+                }
+            }
+            Ok(())
         }
-        Ok(())
-    }
 
-    fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
-        Ok(Box::new(Uncertainty {
-            rule: self.rule(num_tasks)?,
-        }))
-    }
-
-    fn clone_config(&self) -> Box<dyn BalancerConfig> {
-        Box::new(self.clone())
+        fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
+            Ok(Box::new(Uncertainty {
+                rule: self.rule(num_tasks)?,
+            }))
+        }
     }
 }
 
@@ -399,16 +395,6 @@ impl LossBalancer for Uncertainty {
     fn load_state(&mut self, state: &BalancerState) -> Result<()> {
         let decoded = state.decode(NAME, self.num_tasks())?;
         self.rule.set_state(decoded)
-    }
-}
-
-inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "Learned per-task log-variances weigh each loss by c*exp(-s) (homoscedastic uncertainty).",
-        kind: BalancerKind::LossWeighting,
-        paper: "Kendall, Gal & Cipolla, CVPR 2018 (log1p regulariser: Liebel & Körner, 2018)",
-        default_config: || Box::new(UncertaintyConfig::default()),
     }
 }
 

@@ -2,16 +2,11 @@
 //! aligned to equal norms ([`crate::math::aligned`]); negative coefficients are clamped (see the crate
 //! docs).
 
-use balance_core::{
-    BalancerKind, BalancerRegistration, Result, SharedTarget, TaskSpecificGradient,
-};
+use balance_core::{Result, SharedTarget, TaskSpecificGradient};
 use serde::{Deserialize, Serialize};
 
-use super::{check_common, clamp_non_negative, config_impl, Combination, Rule};
+use super::{check_common, clamp_non_negative, gradient_method, Combination, Rule};
 use crate::math::aligned::{aligned, ScaleMode};
-
-/// The registry name.
-pub const NAME: &str = "aligned_mtl";
 
 /// The `aligned_mtl` config.
 ///
@@ -43,7 +38,13 @@ impl AlignedMtlConfig {
     }
 }
 
-config_impl!(AlignedMtlConfig, "aligned_mtl");
+gradient_method! {
+    /// The registry name.
+    pub const NAME = "aligned_mtl";
+    config: AlignedMtlConfig,
+    summary: "Align the task gradients' principal components to equal norms, then sum (Aligned-MTL).",
+    paper: "Senushkin et al., Independent Component Alignment for Multi-Task Learning, CVPR 2023",
+}
 
 /// Aligned-MTL's rule (stateless).
 #[derive(Debug, Clone)]
@@ -76,15 +77,5 @@ impl Rule for AlignedRule {
 
     fn set_state(&mut self, _state: (), _num_tasks: usize) -> bool {
         true
-    }
-}
-
-balance_core::inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "Align the task gradients' principal components to equal norms, then sum (Aligned-MTL).",
-        kind: BalancerKind::GradientCombination,
-        paper: "Senushkin et al., Independent Component Alignment for Multi-Task Learning, CVPR 2023",
-        default_config: || Box::new(AlignedMtlConfig::default()),
     }
 }

@@ -1,17 +1,11 @@
 //! `cagrad`: CAGrad (Liu et al., NeurIPS 2021), the average gradient corrected towards the worst-case
 //! task within a ball ([`crate::math::cagrad`]).
 
-use balance_core::{
-    validate, BalanceError, BalancerKind, BalancerRegistration, Result, SharedTarget,
-    TaskSpecificGradient,
-};
+use balance_core::{validate, BalanceError, Result, SharedTarget, TaskSpecificGradient};
 use serde::{Deserialize, Serialize};
 
-use super::{check_common, config_impl, Combination, Rule};
+use super::{check_common, gradient_method, Combination, Rule};
 use crate::linalg::SimplexSolver;
-
-/// The registry name.
-pub const NAME: &str = "cagrad";
 
 /// Default radius `c` (LibMTL's and the paper's 0.4).
 pub const DEFAULT_C: f64 = 0.4;
@@ -84,7 +78,13 @@ impl CaGradConfig {
     }
 }
 
-config_impl!(CaGradConfig, "cagrad");
+gradient_method! {
+    /// The registry name.
+    pub const NAME = "cagrad";
+    config: CaGradConfig,
+    summary: "Move along the average gradient, corrected to improve the worst task within a ball (CAGrad).",
+    paper: "Liu et al., Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021",
+}
 
 /// CAGrad's rule (stateless).
 #[derive(Debug, Clone)]
@@ -117,15 +117,5 @@ impl Rule for CaGradRule {
 
     fn set_state(&mut self, _state: (), _num_tasks: usize) -> bool {
         true
-    }
-}
-
-balance_core::inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "Move along the average gradient, corrected to improve the worst task within a ball (CAGrad).",
-        kind: BalancerKind::GradientCombination,
-        paper: "Liu et al., Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021",
-        default_config: || Box::new(CaGradConfig::default()),
     }
 }

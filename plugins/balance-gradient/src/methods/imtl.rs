@@ -1,15 +1,10 @@
 //! `imtl`: IMTL-G (Liu et al., ICLR 2021), the combination with equal projections on every task's
 //! direction ([`crate::math::imtl`]); negative coefficients are clamped (see the crate docs).
 
-use balance_core::{
-    BalancerKind, BalancerRegistration, Result, SharedTarget, TaskSpecificGradient,
-};
+use balance_core::{Result, SharedTarget, TaskSpecificGradient};
 use serde::{Deserialize, Serialize};
 
-use super::{check_common, clamp_non_negative, config_impl, Combination, Rule};
-
-/// The registry name.
-pub const NAME: &str = "imtl";
+use super::{check_common, clamp_non_negative, gradient_method, Combination, Rule};
 
 /// The `imtl` config.
 ///
@@ -36,7 +31,13 @@ impl ImtlConfig {
     }
 }
 
-config_impl!(ImtlConfig, "imtl");
+gradient_method! {
+    /// The registry name.
+    pub const NAME = "imtl";
+    config: ImtlConfig,
+    summary: "Combine task gradients so the update projects equally on every task's direction (IMTL-G).",
+    paper: "Liu et al., Towards Impartial Multi-task Learning, ICLR 2021",
+}
 
 /// IMTL-G's rule (stateless).
 #[derive(Debug, Clone)]
@@ -66,15 +67,5 @@ impl Rule for ImtlRule {
 
     fn set_state(&mut self, _state: (), _num_tasks: usize) -> bool {
         true
-    }
-}
-
-balance_core::inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "Combine task gradients so the update projects equally on every task's direction (IMTL-G).",
-        kind: BalancerKind::GradientCombination,
-        paper: "Liu et al., Towards Impartial Multi-task Learning, ICLR 2021",
-        default_config: || Box::new(ImtlConfig::default()),
     }
 }

@@ -1,16 +1,11 @@
 //! `mgda`: MGDA (Sener & Koltun, NeurIPS 2018), the min-norm point of the convex hull of the task
 //! gradients ([`crate::math::mgda`]); with `target: representation` it is MGDA-UB.
 
-use balance_core::{
-    BalancerKind, BalancerRegistration, Result, SharedTarget, TaskSpecificGradient,
-};
+use balance_core::{Result, SharedTarget, TaskSpecificGradient};
 use serde::{Deserialize, Serialize};
 
-use super::{check_common, config_impl, Combination, Rule};
+use super::{check_common, gradient_method, Combination, Rule};
 use crate::math::mgda::{mgda, Normalization};
-
-/// The registry name.
-pub const NAME: &str = "mgda";
 
 /// The `mgda` config.
 ///
@@ -41,7 +36,13 @@ impl MgdaConfig {
     }
 }
 
-config_impl!(MgdaConfig, "mgda");
+gradient_method! {
+    /// The registry name.
+    pub const NAME = "mgda";
+    config: MgdaConfig,
+    summary: "Descend along the min-norm point of the task gradients' convex hull (MGDA / MGDA-UB).",
+    paper: "Sener & Koltun, Multi-Task Learning as Multi-Objective Optimization, NeurIPS 2018",
+}
 
 /// MGDA's rule (stateless).
 #[derive(Debug, Clone)]
@@ -68,15 +69,5 @@ impl Rule for MgdaRule {
 
     fn set_state(&mut self, _state: (), _num_tasks: usize) -> bool {
         true
-    }
-}
-
-balance_core::inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "Descend along the min-norm point of the task gradients' convex hull (MGDA / MGDA-UB).",
-        kind: BalancerKind::GradientCombination,
-        paper: "Sener & Koltun, Multi-Task Learning as Multi-Objective Optimization, NeurIPS 2018",
-        default_config: || Box::new(MgdaConfig::default()),
     }
 }

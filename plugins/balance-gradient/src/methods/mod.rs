@@ -208,39 +208,46 @@ pub(crate) fn check_common(name: &str, num_tasks: usize, target: SharedTarget) -
     balance_core::combine::check_combinable(name, target)
 }
 
-/// Implements [`balance_core::BalancerConfig`] for a config with `check` and `rule` methods.
-macro_rules! config_impl {
-    ($config:ty, $name:literal) => {
-        #[typetag::serde(name = $name)]
-        impl balance_core::BalancerConfig for $config {
-            fn method(&self) -> &'static str {
-                $name
-            }
+/// Registers a gradient-combination method (through [`balance_core::register_balancer!`], so its name
+/// is written once): the config's `validate` is its `check`, and `build` wraps its `rule` in a
+/// [`GradientBalancer`] with the config's `target` and `task_specific`.
+macro_rules! gradient_method {
+    (
+        $(#[$meta:meta])*
+        pub const $const_name:ident = $name:tt;
+        config: $config:ty,
+        summary: $summary:expr,
+        paper: $paper:expr $(,)?
+    ) => {
+        balance_core::register_balancer! {
+            $(#[$meta])*
+            pub const $const_name = $name;
+            config: $config,
+            summary: $summary,
+            kind: GradientCombination,
+            paper: $paper,
+            impl {
+                fn validate(&self, num_tasks: usize) -> balance_core::Result<()> {
+                    self.check(num_tasks)
+                }
 
-            fn validate(&self, num_tasks: usize) -> balance_core::Result<()> {
-                self.check(num_tasks)
-            }
-
-            fn build(
-                &self,
-                num_tasks: usize,
-            ) -> balance_core::Result<Box<dyn balance_core::LossBalancer>> {
-                self.check(num_tasks)?;
-                Ok(Box::new($crate::methods::GradientBalancer::new(
-                    self.rule(num_tasks),
-                    num_tasks,
-                    self.target,
-                    self.task_specific,
-                )))
-            }
-
-            fn clone_config(&self) -> Box<dyn balance_core::BalancerConfig> {
-                Box::new(self.clone())
+                fn build(
+                    &self,
+                    num_tasks: usize,
+                ) -> balance_core::Result<Box<dyn balance_core::LossBalancer>> {
+                    self.check(num_tasks)?;
+                    Ok(Box::new($crate::methods::GradientBalancer::new(
+                        self.rule(num_tasks),
+                        num_tasks,
+                        self.target,
+                        self.task_specific,
+                    )))
+                }
             }
         }
     };
 }
-pub(crate) use config_impl;
+pub(crate) use gradient_method;
 
 #[cfg(test)]
 mod tests {

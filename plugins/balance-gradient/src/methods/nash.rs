@@ -7,17 +7,11 @@
 //! (so on those steps the task-specific parameters get alpha-weighted gradients whatever
 //! `task_specific` says).
 
-use balance_core::{
-    validate, BalanceError, BalancerKind, BalancerRegistration, Result, SharedTarget,
-    TaskSpecificGradient,
-};
+use balance_core::{validate, BalanceError, Result, SharedTarget, TaskSpecificGradient};
 use serde::{Deserialize, Serialize};
 
-use super::{check_common, config_impl, Combination, Plan, Rule};
+use super::{check_common, gradient_method, Combination, Plan, Rule};
 use crate::math::nash::{nash, DEFAULT_RIDGE};
-
-/// The registry name.
-pub const NAME: &str = "nashmtl";
 
 /// Default Newton iteration cap.
 pub const DEFAULT_MAX_ITER: usize = 100;
@@ -96,7 +90,13 @@ impl NashMtlConfig {
     }
 }
 
-config_impl!(NashMtlConfig, "nashmtl");
+gradient_method! {
+    /// The registry name.
+    pub const NAME = "nashmtl";
+    config: NashMtlConfig,
+    summary: "Combine task gradients with the Nash bargaining solution G alpha = 1/alpha (Nash-MTL).",
+    paper: "Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022",
+}
 
 /// Nash-MTL's state: the last solution and the step counter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,15 +166,5 @@ impl Rule for NashRule {
         }
         self.state = state;
         true
-    }
-}
-
-balance_core::inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "Combine task gradients with the Nash bargaining solution G alpha = 1/alpha (Nash-MTL).",
-        kind: BalancerKind::GradientCombination,
-        paper: "Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022",
-        default_config: || Box::new(NashMtlConfig::default()),
     }
 }

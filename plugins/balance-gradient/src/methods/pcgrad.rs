@@ -1,15 +1,10 @@
 //! `pcgrad`: PCGrad (Yu et al., NeurIPS 2020) in LibMTL's formulation ([`crate::math::pcgrad`]).
 
 use balance_core::rng::SplitMix64;
-use balance_core::{
-    BalancerKind, BalancerRegistration, Result, SharedTarget, TaskSpecificGradient,
-};
+use balance_core::{Result, SharedTarget, TaskSpecificGradient};
 use serde::{Deserialize, Serialize};
 
-use super::{check_common, config_impl, Combination, Rule};
-
-/// The registry name.
-pub const NAME: &str = "pcgrad";
+use super::{check_common, gradient_method, Combination, Rule};
 
 /// The default seed of the projection order.
 pub const DEFAULT_SEED: u64 = 0;
@@ -43,7 +38,13 @@ impl PcGradConfig {
     }
 }
 
-config_impl!(PcGradConfig, "pcgrad");
+gradient_method! {
+    /// The registry name.
+    pub const NAME = "pcgrad";
+    config: PcGradConfig,
+    summary: "Project each task gradient off the others' conflicting directions, then sum (PCGrad).",
+    paper: "Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020",
+}
 
 /// PCGrad's rule: draws `T` orders (one permutation per task) each step.
 #[derive(Debug, Clone)]
@@ -81,15 +82,5 @@ impl Rule for PcGradRule {
     fn set_state(&mut self, state: SplitMix64, _num_tasks: usize) -> bool {
         self.rng = state;
         true
-    }
-}
-
-balance_core::inventory::submit! {
-    BalancerRegistration {
-        name: NAME,
-        summary: "Project each task gradient off the others' conflicting directions, then sum (PCGrad).",
-        kind: BalancerKind::GradientCombination,
-        paper: "Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020",
-        default_config: || Box::new(PcGradConfig::default()),
     }
 }
