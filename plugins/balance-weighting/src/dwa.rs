@@ -23,10 +23,8 @@
 //! {"method": "dwa", "temperature": 2.0}
 //! ```
 
-use balance_core::{
-    validate, BalanceError, BalancerConfig, BalancerState, LossBalancer, Result, StepInput,
-    StepReport,
-};
+use crate::rule::{Weighted, Weighting, WeightingRule};
+use balance_core::{validate, BalanceError, BalancerConfig, LossBalancer, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::scaled_softmax;
@@ -72,9 +70,7 @@ balance_core::register_balancer! {
         }
 
         fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
-            Ok(Box::new(Dwa {
-                rule: self.rule(num_tasks)?,
-            }))
+            Ok(Box::new(Weighted::new(self.rule(num_tasks)?)))
         }
     }
 }
@@ -205,49 +201,46 @@ impl DwaRule {
 }
 
 /// The `dwa` balancer.
-#[derive(Debug, Clone)]
-pub struct Dwa {
-    rule: DwaRule,
-}
+pub type Dwa = Weighted<DwaRule>;
 
-impl LossBalancer for Dwa {
-    fn name(&self) -> &str {
+impl WeightingRule for DwaRule {
+    type State = DwaState;
+
+    fn name(&self) -> &'static str {
         NAME
     }
 
-    fn num_tasks(&self) -> usize {
-        self.rule.num_tasks()
+    fn tasks(&self) -> usize {
+        self.num_tasks()
     }
 
-    fn weights(&self) -> Vec<f64> {
-        self.rule.weights()
+    fn current_weights(&self) -> Vec<f64> {
+        self.weights()
     }
 
-    fn backward(&mut self, input: &StepInput<'_>) -> Result<StepReport> {
-        input.expect_tasks(self.num_tasks())?;
-        let report = input.backward_weighted(NAME, self.rule.weights())?;
-        self.rule.observe(input.loss_values());
-        Ok(report.with_extra("loss_ratio", self.rule.ratios()))
+    fn step(&mut self, losses: &[f64]) -> Result<Weighting> {
+        let weights = self.weights();
+        self.observe(losses);
+        Ok(Weighting::new(weights).with_extra("loss_ratio", self.ratios()))
     }
 
-    fn state(&self) -> Result<BalancerState> {
-        BalancerState::new(NAME, self.num_tasks(), self.rule.state())
+    fn saved(&self) -> &DwaState {
+        self.state()
     }
 
-    fn load_state(&mut self, state: &BalancerState) -> Result<()> {
-        let decoded = state.decode(NAME, self.num_tasks())?;
-        self.rule.set_state(decoded)
+    fn restore(&mut self, state: DwaState) -> Result<()> {
+        self.set_state(state)
     }
 
-    fn end_epoch(&mut self) -> Result<()> {
-        self.rule.end_epoch();
-        Ok(())
+    fn end_epoch(&mut self) {
+        DwaRule::end_epoch(self);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use balance_core::BalancerState;
     use proptest::prelude::*;
 
     fn run_epoch(rule: &mut DwaRule, steps: &[Vec<f64>]) {

@@ -26,11 +26,9 @@
 //! {"method": "famo", "gamma": 0.01, "w_lr": 0.025, "min_losses": [0.0, 0.0]}
 //! ```
 
+use crate::rule::{Weighted, Weighting, WeightingRule};
 use balance_core::adam::AdamState;
-use balance_core::{
-    validate, BalanceError, BalancerConfig, BalancerState, LossBalancer, Result, StepInput,
-    StepReport,
-};
+use balance_core::{validate, BalanceError, BalancerConfig, LossBalancer, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::softmax;
@@ -108,9 +106,7 @@ balance_core::register_balancer! {
         }
 
         fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
-            Ok(Box::new(Famo {
-                rule: self.rule(num_tasks)?,
-            }))
+            Ok(Box::new(Weighted::new(self.rule(num_tasks)?)))
         }
     }
 }
@@ -274,40 +270,34 @@ impl FamoRule {
 }
 
 /// The `famo` balancer.
-#[derive(Debug, Clone)]
-pub struct Famo {
-    rule: FamoRule,
-}
+pub type Famo = Weighted<FamoRule>;
 
-impl LossBalancer for Famo {
-    fn name(&self) -> &str {
+impl WeightingRule for FamoRule {
+    type State = FamoState;
+
+    fn name(&self) -> &'static str {
         NAME
     }
 
-    fn num_tasks(&self) -> usize {
-        self.rule.num_tasks()
+    fn tasks(&self) -> usize {
+        self.num_tasks()
     }
 
-    fn weights(&self) -> Vec<f64> {
-        self.rule.weights()
+    fn current_weights(&self) -> Vec<f64> {
+        self.weights()
     }
 
-    fn backward(&mut self, input: &StepInput<'_>) -> Result<StepReport> {
-        input.expect_tasks(self.num_tasks())?;
-        let logits = self.rule.logits().to_vec();
-        let weights = self.rule.weights_for(input.loss_values())?;
-        Ok(input
-            .backward_weighted(NAME, weights)?
-            .with_extra("logit", logits))
+    fn step(&mut self, losses: &[f64]) -> Result<Weighting> {
+        let logits = self.logits().to_vec();
+        Ok(Weighting::new(self.weights_for(losses)?).with_extra("logit", logits))
     }
 
-    fn state(&self) -> Result<BalancerState> {
-        BalancerState::new(NAME, self.num_tasks(), self.rule.state())
+    fn saved(&self) -> &FamoState {
+        self.state()
     }
 
-    fn load_state(&mut self, state: &BalancerState) -> Result<()> {
-        let decoded = state.decode(NAME, self.num_tasks())?;
-        self.rule.set_state(decoded)
+    fn restore(&mut self, state: FamoState) -> Result<()> {
+        self.set_state(state)
     }
 
     fn needs_updated_losses(&self) -> bool {
@@ -315,20 +305,14 @@ impl LossBalancer for Famo {
     }
 
     fn observe_updated_losses(&mut self, losses: &[f64]) -> Result<()> {
-        if losses.len() != self.num_tasks() {
-            return Err(BalanceError::TaskCountMismatch {
-                context: "updated losses".into(),
-                expected: self.num_tasks(),
-                actual: losses.len(),
-            });
-        }
-        self.rule.update(losses)
+        self.update(losses)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use balance_core::BalancerState;
     use proptest::prelude::*;
 
     fn error(config: FamoConfig) -> String {

@@ -17,7 +17,8 @@
 //! {"method": "gls", "eps": 1e-8}
 //! ```
 
-use balance_core::{validate, BalancerState, LossBalancer, Result, StepInput, StepReport};
+use crate::rule::{Weighted, Weighting, WeightingRule};
+use balance_core::{validate, LossBalancer, Result};
 use serde::{Deserialize, Serialize};
 
 const DEFAULT_EPS: f64 = 1e-8;
@@ -49,10 +50,10 @@ balance_core::register_balancer! {
 
         fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
             self.validate(num_tasks)?;
-            Ok(Box::new(Gls {
+            Ok(Box::new(Weighted::new(GlsRule {
                 num_tasks,
                 eps: self.eps.unwrap_or(DEFAULT_EPS),
-            }))
+            })))
         }
     }
 }
@@ -74,41 +75,43 @@ pub fn gls_weights(losses: &[f64], eps: f64) -> (Vec<f64>, f64) {
     (weights, g)
 }
 
-/// The `gls` balancer (stateless).
+/// The rule of `gls` (stateless).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Gls {
+pub struct GlsRule {
     num_tasks: usize,
     eps: f64,
 }
 
-impl LossBalancer for Gls {
-    fn name(&self) -> &str {
+/// The `gls` balancer.
+pub type Gls = Weighted<GlsRule>;
+
+impl WeightingRule for GlsRule {
+    type State = ();
+
+    fn name(&self) -> &'static str {
         NAME
     }
 
-    fn num_tasks(&self) -> usize {
+    fn tasks(&self) -> usize {
         self.num_tasks
     }
 
     /// Before any loss is seen, the weights of equal losses: `1/T` each.
-    fn weights(&self) -> Vec<f64> {
+    fn current_weights(&self) -> Vec<f64> {
         vec![1.0 / self.num_tasks as f64; self.num_tasks]
     }
 
-    fn backward(&mut self, input: &StepInput<'_>) -> Result<StepReport> {
-        input.expect_tasks(self.num_tasks)?;
-        let (weights, g) = gls_weights(input.loss_values(), self.eps);
-        Ok(input
-            .backward_weighted(NAME, weights)?
-            .with_extra("geometric_mean", vec![g; self.num_tasks]))
+    fn step(&mut self, losses: &[f64]) -> Result<Weighting> {
+        let (weights, g) = gls_weights(losses, self.eps);
+        Ok(Weighting::new(weights).with_extra("geometric_mean", vec![g; self.num_tasks]))
     }
 
-    fn state(&self) -> Result<BalancerState> {
-        BalancerState::new(NAME, self.num_tasks, &())
+    fn saved(&self) -> &() {
+        &()
     }
 
-    fn load_state(&mut self, state: &BalancerState) -> Result<()> {
-        state.decode::<()>(NAME, self.num_tasks)
+    fn restore(&mut self, (): ()) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -116,6 +119,7 @@ impl LossBalancer for Gls {
 mod tests {
     use super::*;
     use balance_core::BalancerConfig;
+    use balance_core::BalancerState;
     use proptest::prelude::*;
     use tch::{Kind, Tensor};
 

@@ -4,7 +4,8 @@
 //! apply them with one backward of `sum_i w_i L_i` ([`balance_core::StepInput::backward_weighted`]); none
 //! needs per-task gradients or the model's shared parts. They live in one crate because they share that
 //! shape and its helpers (a stable softmax scaled to the task count, Adam on a few `f64`s, seeded draws):
-//! one module per method, each with its config, a pure `f64` rule (no tensors) and the balancer.
+//! one module per method, each with its config and a pure `f64` rule (no tensors, a [`WeightingRule`]);
+//! [`Weighted`] turns any rule into the balancer (one weighted backward, checkpoints, hooks).
 //!
 //! Where a method normalises its weights (`dwa`, `rlw`, `famo`), they sum to the number of tasks `T`, the
 //! total of the equal-weights `static` baseline, so learning rates tuned for that baseline carry over.
@@ -30,12 +31,14 @@ pub mod dwa;
 pub mod famo;
 pub mod gls;
 pub mod rlw;
+pub mod rule;
 pub mod uncertainty;
 
 pub use dwa::DwaConfig;
 pub use famo::FamoConfig;
 pub use gls::GlsConfig;
 pub use rlw::RlwConfig;
+pub use rule::{Weighted, Weighting, WeightingRule};
 pub use uncertainty::UncertaintyConfig;
 
 /// `scale * softmax(logits)`, computed stably (the maximum is subtracted first, as PyTorch does). Each

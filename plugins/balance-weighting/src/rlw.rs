@@ -17,10 +17,9 @@
 //! {"method": "rlw", "seed": 42}
 //! ```
 
+use crate::rule::{Weighted, Weighting, WeightingRule};
 use balance_core::rng::SplitMix64;
-use balance_core::{
-    validate, BalancerConfig, BalancerState, LossBalancer, Result, StepInput, StepReport,
-};
+use balance_core::{validate, BalancerConfig, LossBalancer, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::scaled_softmax;
@@ -58,9 +57,7 @@ balance_core::register_balancer! {
         }
 
         fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
-            Ok(Box::new(Rlw {
-                rule: self.rule(num_tasks)?,
-            }))
+            Ok(Box::new(Weighted::new(self.rule(num_tasks)?)))
         }
     }
 }
@@ -106,39 +103,33 @@ impl RlwRule {
 }
 
 /// The `rlw` balancer.
-#[derive(Debug, Clone)]
-pub struct Rlw {
-    rule: RlwRule,
-}
+pub type Rlw = Weighted<RlwRule>;
 
-impl LossBalancer for Rlw {
-    fn name(&self) -> &str {
+impl WeightingRule for RlwRule {
+    type State = SplitMix64;
+
+    fn name(&self) -> &'static str {
         NAME
     }
 
-    fn num_tasks(&self) -> usize {
-        self.rule.num_tasks()
+    fn tasks(&self) -> usize {
+        self.num_tasks()
     }
 
-    fn weights(&self) -> Vec<f64> {
-        self.rule.peek()
+    fn current_weights(&self) -> Vec<f64> {
+        self.peek()
     }
 
-    fn backward(&mut self, input: &StepInput<'_>) -> Result<StepReport> {
-        input.expect_tasks(self.num_tasks())?;
-        let weights = self.rule.peek();
-        let report = input.backward_weighted(NAME, weights)?;
-        self.rule.next_weights();
-        Ok(report)
+    fn step(&mut self, _losses: &[f64]) -> Result<Weighting> {
+        Ok(Weighting::new(self.next_weights()))
     }
 
-    fn state(&self) -> Result<BalancerState> {
-        BalancerState::new(NAME, self.num_tasks(), self.rule.state())
+    fn saved(&self) -> &SplitMix64 {
+        self.state()
     }
 
-    fn load_state(&mut self, state: &BalancerState) -> Result<()> {
-        let rng = state.decode(NAME, self.num_tasks())?;
-        self.rule.set_state(rng);
+    fn restore(&mut self, state: SplitMix64) -> Result<()> {
+        self.set_state(state);
         Ok(())
     }
 }
@@ -146,6 +137,7 @@ impl LossBalancer for Rlw {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use balance_core::{BalancerState, StepInput};
     use proptest::prelude::*;
 
     #[test]

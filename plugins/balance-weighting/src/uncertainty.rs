@@ -26,11 +26,9 @@
 //! {"method": "uncertainty", "form": ["classification", "regression"]}
 //! ```
 
+use crate::rule::{Weighted, Weighting, WeightingRule};
 use balance_core::adam::AdamState;
-use balance_core::{
-    validate, BalanceError, BalancerConfig, BalancerState, LossBalancer, Result, StepInput,
-    StepReport,
-};
+use balance_core::{validate, BalanceError, BalancerConfig, LossBalancer, Result};
 use serde::{Deserialize, Serialize};
 
 /// Bound on `|s_i|`: the log-variances are clamped to `[-LOG_VARIANCE_BOUND, LOG_VARIANCE_BOUND]`.
@@ -194,9 +192,7 @@ balance_core::register_balancer! {
         }
 
         fn build(&self, num_tasks: usize) -> Result<Box<dyn LossBalancer>> {
-            Ok(Box::new(Uncertainty {
-                rule: self.rule(num_tasks)?,
-            }))
+            Ok(Box::new(Weighted::new(self.rule(num_tasks)?)))
         }
     }
 }
@@ -362,45 +358,43 @@ impl UncertaintyRule {
 }
 
 /// The `uncertainty` balancer.
-#[derive(Debug, Clone)]
-pub struct Uncertainty {
-    rule: UncertaintyRule,
-}
+pub type Uncertainty = Weighted<UncertaintyRule>;
 
-impl LossBalancer for Uncertainty {
-    fn name(&self) -> &str {
+impl WeightingRule for UncertaintyRule {
+    type State = UncertaintyState;
+
+    fn name(&self) -> &'static str {
         NAME
     }
 
-    fn num_tasks(&self) -> usize {
-        self.rule.num_tasks()
+    fn tasks(&self) -> usize {
+        self.num_tasks()
     }
 
-    fn weights(&self) -> Vec<f64> {
-        self.rule.weights()
+    fn current_weights(&self) -> Vec<f64> {
+        self.weights()
     }
 
-    fn backward(&mut self, input: &StepInput<'_>) -> Result<StepReport> {
-        input.expect_tasks(self.num_tasks())?;
-        let applied_s = self.rule.log_variance().to_vec();
-        let report = input.backward_weighted(NAME, self.rule.weights())?;
-        self.rule.update(input.loss_values());
-        Ok(report.with_extra("log_variance", applied_s))
+    fn step(&mut self, losses: &[f64]) -> Result<Weighting> {
+        let applied_s = self.log_variance().to_vec();
+        let weights = self.weights();
+        self.update(losses);
+        Ok(Weighting::new(weights).with_extra("log_variance", applied_s))
     }
 
-    fn state(&self) -> Result<BalancerState> {
-        BalancerState::new(NAME, self.num_tasks(), self.rule.state())
+    fn saved(&self) -> &UncertaintyState {
+        self.state()
     }
 
-    fn load_state(&mut self, state: &BalancerState) -> Result<()> {
-        let decoded = state.decode(NAME, self.num_tasks())?;
-        self.rule.set_state(decoded)
+    fn restore(&mut self, state: UncertaintyState) -> Result<()> {
+        self.set_state(state)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use balance_core::BalancerState;
     use proptest::prelude::*;
     use tch::{Kind, Tensor};
 
