@@ -40,10 +40,10 @@
 //!   either split) and for a test value never seen in train; train values get ids `1..` in order of first
 //!   appearance, so `vocab_sizes[j]` is the number of distinct non-missing train values plus one.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::batch::Batch;
+use crate::data::encode::{Standardiser, Vocabulary};
 use crate::data::{matrix, Dataset, Task};
 use crate::error::{HarnessError, Result};
 use crate::input::InputConfig;
@@ -314,16 +314,14 @@ pub fn load(train_csv: &Path, test_csv: &Path, tasks: &[CensusTask]) -> Result<(
     let train_text = read(train_csv)?;
     let test_text = read(test_csv)?;
 
-    let mut vocabs: Vec<HashMap<&str, i64>> = vec![HashMap::new(); cat_columns.len()];
+    let mut vocabs: Vec<Vocabulary<&str>> = vec![Vocabulary::default(); cat_columns.len()];
     let mut train = Encoded::with_capacity(estimate_rows(&train_text), &cat_columns, tasks);
     for_each_row(train_csv, &train_text, |line, fields| {
         train.push(train_csv, line, fields, &cat_columns, tasks, |j, value| {
             if value == MISSING {
                 return 0;
             }
-            let vocab = &mut vocabs[j];
-            let next = vocab.len() as i64 + 1;
-            *vocab.entry(value).or_insert(next)
+            vocabs[j].insert(value)
         })
     })?;
     if train.rows == 0 {
@@ -338,17 +336,17 @@ pub fn load(train_csv: &Path, test_csv: &Path, tasks: &[CensusTask]) -> Result<(
     let mut test = Encoded::with_capacity(estimate_rows(&test_text), &cat_columns, tasks);
     for_each_row(test_csv, &test_text, |line, fields| {
         test.push(test_csv, line, fields, &cat_columns, tasks, |j, value| {
-            vocabs[j].get(value).copied().unwrap_or(0)
+            vocabs[j].id(value)
         })
     })?;
 
-    let stats = Standardiser::fit(&train.dense, CONTINUOUS_COLUMNS.len());
-    stats.apply(&mut train.dense);
-    stats.apply(&mut test.dense);
+    let stats = Standardiser::fit(&train.dense, CONTINUOUS_COLUMNS.len(), train.rows);
+    stats.apply_f32(&mut train.dense);
+    stats.apply_f32(&mut test.dense);
 
     let input = InputConfig {
         dense: CONTINUOUS_COLUMNS.len() as i64,
-        vocab_sizes: vocabs.iter().map(|v| v.len() as i64 + 1).collect(),
+        vocab_sizes: vocabs.iter().map(Vocabulary::size).collect(),
         embedding_dim: EMBEDDING_DIM,
         ..Default::default()
     };
@@ -531,55 +529,6 @@ impl Encoded {
             input,
             tasks,
         })
-    }
-}
-
-/// Per-column mean and standard deviation of a row-major matrix.
-struct Standardiser {
-    mean: Vec<f64>,
-    std: Vec<f64>,
-}
-
-impl Standardiser {
-    /// Mean and population standard deviation (two passes, in f64) of each of `width` columns; a
-    /// standard deviation of 0 becomes 1.
-    fn fit(data: &[f32], width: usize) -> Self {
-        let n = (data.len() / width.max(1)).max(1) as f64;
-        let mut mean = vec![0.0f64; width];
-        for row in data.chunks_exact(width) {
-            for (m, x) in mean.iter_mut().zip(row) {
-                *m += f64::from(*x);
-            }
-        }
-        mean.iter_mut().for_each(|m| *m /= n);
-        let mut var = vec![0.0f64; width];
-        for row in data.chunks_exact(width) {
-            for ((v, m), x) in var.iter_mut().zip(&mean).zip(row) {
-                let d = f64::from(*x) - m;
-                *v += d * d;
-            }
-        }
-        let std = var
-            .iter()
-            .map(|v| {
-                let s = (v / n).sqrt();
-                if s > 0.0 && s.is_finite() {
-                    s
-                } else {
-                    1.0
-                }
-            })
-            .collect();
-        Self { mean, std }
-    }
-
-    fn apply(&self, data: &mut [f32]) {
-        let width = self.mean.len();
-        for row in data.chunks_exact_mut(width) {
-            for ((x, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
-                *x = ((f64::from(*x) - m) / s) as f32;
-            }
-        }
     }
 }
 

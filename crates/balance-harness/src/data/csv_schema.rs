@@ -43,12 +43,12 @@
 //! the file's columns listed) and a file without rows each get their own error. Compression: none or
 //! snappy.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::batch::Batch;
+use crate::data::encode::{Standardiser, Vocabulary};
 use crate::data::parquet_rows::{is_parquet, Cell, ParquetRows};
 use crate::data::{matrix, Dataset, Task, TaskKind};
 use crate::error::{HarnessError, Result};
@@ -372,48 +372,83 @@ impl Rows {
 
 /// Reads `path` (CSV, or Parquet when it is named `*.parquet` or starts with the `PAR1` magic) as
 /// `schema` says and splits it into a training set and the held-out tail.
+///
+/// Three steps: the schema's columns are found in the file, every row is read and checked, and the rows
+/// are encoded with the statistics and vocabularies of the training rows only.
 pub fn load(path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
     let mut source = Rows::open(path, schema)?;
-    let header = source.columns();
-    let index = |name: &str| -> Result<usize> {
-        header.iter().position(|h| h == name).ok_or_else(|| {
-            HarnessError::BadData(format!(
-                "{}: column `{name}` named in the schema is not in {} (columns: {})",
-                path.display(),
-                source.columns_from(),
-                header.join(", ")
-            ))
-        })
-    };
-    let dense_cols: Vec<(usize, &str)> = schema
-        .features
-        .iter()
-        .filter(|f| f.kind == FeatureKind::Dense)
-        .map(|f| Ok((index(&f.column)?, f.column.as_str())))
-        .collect::<Result<_>>()?;
-    let sparse_cols: Vec<(usize, &str)> = schema
-        .features
-        .iter()
-        .filter(|f| f.kind == FeatureKind::Sparse)
-        .map(|f| Ok((index(&f.column)?, f.column.as_str())))
-        .collect::<Result<_>>()?;
-    let sequence_cols: Vec<(usize, &FeatureColumn)> = schema
-        .features
-        .iter()
-        .filter(|f| f.kind == FeatureKind::Sequence)
-        .map(|f| Ok((index(&f.column)?, f)))
-        .collect::<Result<_>>()?;
-    let task_cols: Vec<usize> = schema
-        .tasks
-        .iter()
-        .map(|t| index(&t.column))
-        .collect::<Result<_>>()?;
+    let columns = Columns::resolve(schema, &source, path)?;
+    let raw = read_rows(&mut source, path, &columns)?;
+    encode(raw, schema, &columns, path)
+}
 
-    let mut dense: Vec<f64> = Vec::new();
-    let mut raw_sparse: Vec<String> = Vec::new();
-    let mut raw_sequences: Vec<Vec<String>> = Vec::new();
-    let mut labels: Vec<f32> = Vec::new();
-    let mut rows = 0usize;
+/// The schema's columns, each with its position in the file, by feature kind.
+struct Columns<'s> {
+    dense: Vec<(usize, &'s str)>,
+    sparse: Vec<(usize, &'s str)>,
+    sequences: Vec<(usize, &'s FeatureColumn)>,
+    tasks: Vec<(usize, &'s TaskColumn)>,
+}
+
+impl<'s> Columns<'s> {
+    /// Finds every column the schema names among the file's columns; a missing one is an error that
+    /// lists the file's columns.
+    fn resolve(schema: &'s Schema, source: &Rows, path: &Path) -> Result<Self> {
+        let header = source.columns();
+        let index = |name: &str| -> Result<usize> {
+            header.iter().position(|h| h == name).ok_or_else(|| {
+                HarnessError::BadData(format!(
+                    "{}: column `{name}` named in the schema is not in {} (columns: {})",
+                    path.display(),
+                    source.columns_from(),
+                    header.join(", ")
+                ))
+            })
+        };
+        let of_kind = |kind: FeatureKind| schema.features.iter().filter(move |f| f.kind == kind);
+        Ok(Self {
+            dense: of_kind(FeatureKind::Dense)
+                .map(|f| Ok((index(&f.column)?, f.column.as_str())))
+                .collect::<Result<_>>()?,
+            sparse: of_kind(FeatureKind::Sparse)
+                .map(|f| Ok((index(&f.column)?, f.column.as_str())))
+                .collect::<Result<_>>()?,
+            sequences: of_kind(FeatureKind::Sequence)
+                .map(|f| Ok((index(&f.column)?, f)))
+                .collect::<Result<_>>()?,
+            tasks: schema
+                .tasks
+                .iter()
+                .map(|t| Ok((index(&t.column)?, t)))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+/// Every row's fields as the schema reads them, row-major, before encoding.
+struct RawRows {
+    rows: usize,
+    /// `rows x dense` finite numbers.
+    dense: Vec<f64>,
+    /// `rows x sparse` values.
+    sparse: Vec<String>,
+    /// `rows x sequences` id lists (trimmed, empty ids dropped, at most `max_len`).
+    sequences: Vec<Vec<String>>,
+    /// `rows x tasks` labels.
+    labels: Vec<f32>,
+}
+
+/// Reads and checks every row of `source`: dense fields and regression labels must be finite numbers,
+/// list values only feed sequence features; errors name the file, the line or row, the column and the
+/// value.
+fn read_rows(source: &mut Rows, path: &Path, columns: &Columns<'_>) -> Result<RawRows> {
+    let mut raw = RawRows {
+        rows: 0,
+        dense: Vec::new(),
+        sparse: Vec::new(),
+        sequences: Vec::new(),
+        labels: Vec::new(),
+    };
     while let Some(next) = source.next_row(path) {
         let (at, record) = next?;
         let field = |c: usize, name: &str| -> Result<&str> {
@@ -427,7 +462,7 @@ pub fn load(path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
                 )
             })
         };
-        for &(c, name) in &dense_cols {
+        for &(c, name) in &columns.dense {
             let v = field(c, name)?;
             let x: f64 = v
                 .trim()
@@ -435,15 +470,15 @@ pub fn load(path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
                 .ok()
                 .filter(|x: &f64| x.is_finite())
                 .ok_or_else(|| data_error(path, at, name, v, "a finite number"))?;
-            dense.push(x);
+            raw.dense.push(x);
         }
-        for &(c, name) in &sparse_cols {
-            raw_sparse.push(field(c, name)?.to_string());
+        for &(c, name) in &columns.sparse {
+            raw.sparse.push(field(c, name)?.to_string());
         }
-        for &(c, f) in &sequence_cols {
+        for &(c, f) in &columns.sequences {
             let separator = f.separator.as_deref().unwrap_or("|");
             let max_len = f.max_len.unwrap_or(50);
-            raw_sequences.push(
+            raw.sequences.push(
                 record
                     .items(c, separator)
                     .into_iter()
@@ -454,61 +489,43 @@ pub fn load(path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
                     .collect(),
             );
         }
-        for (task, &c) in schema.tasks.iter().zip(&task_cols) {
+        for &(c, task) in &columns.tasks {
             let v = field(c, &task.column)?;
-            labels.push(match task.kind {
-                TaskKind::Binary => {
-                    let positive = task.positive.as_deref().unwrap_or(&[]);
-                    let is_positive = if positive.is_empty() {
-                        v.trim() == "1"
-                    } else {
-                        positive.iter().any(|p| p == v.trim())
-                    };
-                    f32::from(u8::from(is_positive))
-                }
-                TaskKind::Regression => v
-                    .trim()
-                    .parse::<f32>()
-                    .ok()
-                    .filter(|x| x.is_finite())
+            raw.labels.push(
+                label(task, v)
                     .ok_or_else(|| data_error(path, at, &task.column, v, "a finite number"))?,
-            });
+            );
         }
-        rows += 1;
+        raw.rows += 1;
     }
-    if rows < 2 {
-        return Err(HarnessError::BadData(format!(
-            "{}: {rows} data row(s); at least 2 are needed (training and held out)",
-            path.display()
-        )));
-    }
-    let holdout = ((rows as f64 * schema.holdout).round() as usize).clamp(1, rows - 1);
-    let train_rows = rows - holdout;
+    Ok(raw)
+}
 
-    // Standardise dense columns with the training rows' statistics.
-    let d = dense_cols.len();
-    for j in 0..d {
-        let column: Vec<f64> = (0..train_rows).map(|r| dense[r * d + j]).collect();
-        let mean = column.iter().sum::<f64>() / train_rows as f64;
-        let std =
-            (column.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / train_rows as f64).sqrt();
-        for r in 0..rows {
-            let x = &mut dense[r * d + j];
-            *x = if std > 0.0 {
-                (*x - mean) / std
+/// The label `task` gives the field `v`: 0/1 for a binary task (positive when `v` is one of the
+/// `positive` values, default `1`), the number for a regression task (`None` when not a finite number).
+fn label(task: &TaskColumn, v: &str) -> Option<f32> {
+    match task.kind {
+        TaskKind::Binary => {
+            let positive = task.positive.as_deref().unwrap_or(&[]);
+            let is_positive = if positive.is_empty() {
+                v.trim() == "1"
             } else {
-                *x - mean
+                positive.iter().any(|p| p == v.trim())
             };
+            Some(f32::from(u8::from(is_positive)))
         }
+        TaskKind::Regression => v.trim().parse::<f32>().ok().filter(|x| x.is_finite()),
     }
-    // Vocabularies from the training rows: ids 1.. in order of appearance, 0 for unseen. A feature that
-    // shares a table shares its owner's vocabulary.
-    let s = sparse_cols.len();
-    let q = sequence_cols.len();
+}
+
+/// Which table each feature embeds with: for sparse column `j`, the sparse column whose vocabulary it
+/// uses (itself unless it shares); for sequence `i`, the sparse column it shares with, if any.
+fn tables(schema: &Schema, columns: &Columns<'_>) -> (Vec<usize>, Vec<Option<usize>>) {
     let owner_of = |column: &str| -> Option<usize> {
-        sparse_cols.iter().position(|(_, name)| *name == column)
+        columns.sparse.iter().position(|(_, name)| *name == column)
     };
-    let sparse_table: Vec<usize> = sparse_cols
+    let sparse = columns
+        .sparse
         .iter()
         .enumerate()
         .map(|(j, (_, name))| {
@@ -518,41 +535,65 @@ pub fn load(path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
                 .unwrap_or(j)
         })
         .collect();
-    let sequence_table: Vec<Option<usize>> = sequence_cols
+    let sequences = columns
+        .sequences
         .iter()
         .map(|(_, f)| f.shares_table_with.as_deref().and_then(owner_of))
         .collect();
+    (sparse, sequences)
+}
+
+/// Encodes the rows: the last `holdout` share is held out; dense columns are standardised and
+/// vocabularies built (ids `1..` in order of appearance, 0 for unseen; a feature that shares a table
+/// shares its owner's vocabulary) from the training rows only; sequences are padded with `-1`.
+fn encode(
+    raw: RawRows,
+    schema: &Schema,
+    columns: &Columns<'_>,
+    path: &Path,
+) -> Result<(Dataset, Dataset)> {
+    let RawRows {
+        rows,
+        mut dense,
+        sparse: raw_sparse,
+        sequences: raw_sequences,
+        labels,
+    } = raw;
+    if rows < 2 {
+        return Err(HarnessError::BadData(format!(
+            "{}: {rows} data row(s); at least 2 are needed (training and held out)",
+            path.display()
+        )));
+    }
+    let holdout = ((rows as f64 * schema.holdout).round() as usize).clamp(1, rows - 1);
+    let train_rows = rows - holdout;
+
+    let d = columns.dense.len();
+    Standardiser::fit(&dense, d, train_rows).apply_f64(&mut dense);
+
+    let s = columns.sparse.len();
+    let q = columns.sequences.len();
+    let (sparse_table, sequence_table) = tables(schema, columns);
     // Vocabulary k < s: the table of sparse column k; s + i: sequence i's own.
-    let mut vocabs: Vec<HashMap<String, i64>> = vec![HashMap::new(); s + q];
+    let mut vocabs: Vec<Vocabulary<String>> = vec![Vocabulary::default(); s + q];
     let seq_vocab = |i: usize| sequence_table[i].unwrap_or(s + i);
     for r in 0..train_rows {
         for j in 0..s {
-            let v = &mut vocabs[sparse_table[j]];
-            let next = v.len() as i64 + 1;
-            v.entry(raw_sparse[r * s + j].clone()).or_insert(next);
+            vocabs[sparse_table[j]].insert(raw_sparse[r * s + j].clone());
         }
         for i in 0..q {
-            let v = &mut vocabs[seq_vocab(i)];
             for token in &raw_sequences[r * q + i] {
-                let next = v.len() as i64 + 1;
-                v.entry(token.clone()).or_insert(next);
+                vocabs[seq_vocab(i)].insert(token.clone());
             }
         }
     }
     let ids: Vec<i64> = (0..rows * s)
-        .map(|k| {
-            vocabs[sparse_table[k % s]]
-                .get(&raw_sparse[k])
-                .copied()
-                .unwrap_or(0)
-        })
+        .map(|k| vocabs[sparse_table[k % s]].id(raw_sparse[k].as_str()))
         .collect();
-    let vocab_sizes: Vec<i64> = (0..s)
-        .map(|j| vocabs[sparse_table[j]].len() as i64 + 1)
-        .collect();
+    let vocab_sizes: Vec<i64> = (0..s).map(|j| vocabs[sparse_table[j]].size()).collect();
     let mut sequences = Vec::with_capacity(q);
     let mut sequence_features = Vec::with_capacity(q);
-    for i in 0..q {
+    for (i, &(_, f)) in columns.sequences.iter().enumerate() {
         let longest = (0..rows)
             .map(|r| raw_sequences[r * q + i].len())
             .max()
@@ -561,13 +602,12 @@ pub fn load(path: &Path, schema: &Schema) -> Result<(Dataset, Dataset)> {
         let mut padded = vec![-1i64; rows * longest];
         for r in 0..rows {
             for (k, token) in raw_sequences[r * q + i].iter().enumerate() {
-                padded[r * longest + k] = vocabs[seq_vocab(i)].get(token).copied().unwrap_or(0);
+                padded[r * longest + k] = vocabs[seq_vocab(i)].id(token.as_str());
             }
         }
         sequences.push(matrix(&padded, rows, longest, "a sequence feature")?);
-        let (_, f) = sequence_cols[i];
         sequence_features.push(SequenceFeature {
-            vocab_size: vocabs[seq_vocab(i)].len() as i64 + 1,
+            vocab_size: vocabs[seq_vocab(i)].size(),
             pooling: f.pooling.unwrap_or_default(),
             shares_table_of: sequence_table[i],
         });

@@ -2,6 +2,7 @@
 
 pub mod census;
 pub mod csv_schema;
+mod encode;
 pub mod parquet_rows;
 
 use balance_core::TorchResultExt;
