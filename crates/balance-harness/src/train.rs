@@ -362,13 +362,27 @@ impl<M: MultiTaskModel> Trainer<M> {
         observer: &mut dyn Observer,
         max_steps: u64,
     ) -> Result<bool> {
-        if train.tasks != self.tasks || eval.tasks != self.tasks {
-            return Err(HarnessError::BadBatch(
-                "the datasets' tasks differ from the trainer's".into(),
-            ));
+        let names = |tasks: &[Task]| {
+            let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+            format!("[{}]", names.join(", "))
+        };
+        for (which, data) in [("train", train), ("eval", eval)] {
+            if data.tasks != self.tasks {
+                return Err(HarnessError::invalid(
+                    "train",
+                    format!("{which} dataset tasks"),
+                    names(&data.tasks),
+                    format!(
+                        "the trainer's tasks {} (same names and kinds)",
+                        names(&self.tasks)
+                    ),
+                ));
+            }
         }
         if train.is_empty() {
-            return Err(HarnessError::BadBatch("the training set is empty".into()));
+            return Err(HarnessError::BadData(
+                "the training set is empty (no example to train on)".into(),
+            ));
         }
         let mut budget = max_steps;
         while !self.finished() && budget > 0 {

@@ -72,3 +72,29 @@ fn unknown_early_stopping_task_is_named() {
     let err = trainer(config).unwrap_err().to_string();
     assert_eq!(err, "invalid train config: field `early_stopping.task` = ctr, expected one of the tasks: a, b, c");
 }
+
+#[test]
+fn datasets_with_other_tasks_or_no_rows_are_named_errors() {
+    let (train, eval) = data();
+    let mut t = trainer(TrainConfig::default()).unwrap();
+    let other = Dataset {
+        tasks: vec![Task::binary("a"), Task::binary("b"), Task::binary("x")],
+        ..train.split_at(900).unwrap().0
+    };
+    let err = t
+        .run(&train, &other, &mut NoObserver)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("eval dataset tasks")
+            && err.contains("[a, b, x]")
+            && err.contains("[a, b, c]"),
+        "{err}"
+    );
+    let (_, empty) = train.split_at(900).unwrap();
+    let err = t.run(&empty, &eval, &mut NoObserver).unwrap_err();
+    assert!(
+        matches!(err, balance_harness::HarnessError::BadData(_)),
+        "{err:?}"
+    );
+}
