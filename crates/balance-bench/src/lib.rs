@@ -98,6 +98,9 @@ pub struct RunArgs {
     /// Training rows of synthetic datasets.
     #[arg(long)]
     pub rows: Option<usize>,
+    /// Held-out rows of synthetic datasets (their own stream; the training rows do not change).
+    #[arg(long)]
+    pub holdout_rows: Option<usize>,
     /// Census-Income task (repeatable): income, never_married, education.
     #[arg(long = "census-task")]
     pub census_tasks: Vec<balance_harness::data::census::CensusTask>,
@@ -166,6 +169,7 @@ impl RunArgs {
         e.epochs = self.epochs.unwrap_or(e.epochs);
         e.batch_size = self.batch_size.unwrap_or(e.batch_size);
         e.rows = self.rows.unwrap_or(e.rows);
+        e.holdout_rows = self.holdout_rows.unwrap_or(e.holdout_rows);
         e.lr = self.lr.unwrap_or(e.lr);
         if self.max_grad_norm.is_some() {
             e.max_grad_norm = self.max_grad_norm;

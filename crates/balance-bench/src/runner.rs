@@ -35,32 +35,28 @@ pub fn census_cache_dir() -> Result<std::path::PathBuf> {
     Ok(census::default_cache_dir()?)
 }
 
-/// Builds the dataset pair (train, eval). Synthetic: `rows` training examples and a quarter as many held
-/// out, drawn from one generator. Census-Income: its train and test files.
+/// Builds the dataset pair (train, eval). Synthetic: `rows` training and `holdout_rows` held-out examples
+/// from one teacher. Census-Income: its train and test files. CSV: the schema's split.
 pub fn load_dataset(kind: DatasetKind, experiment: &Experiment) -> Result<(Dataset, Dataset)> {
-    let rows = experiment.rows;
-    // One generator (one teacher) for both; the extra quarter is held out.
-    let total = rows + (rows / 4).max(4);
-    let all = match kind {
-        DatasetKind::Cascade => synthetic::cascade_scenario(total, 11),
-        DatasetKind::Esmm => synthetic::esmm_scenario(total, 11),
-        DatasetKind::MmoeSynthetic => synthetic::mmoe_synthetic(total, 0.5, 11),
+    let (rows, holdout) = (experiment.rows, experiment.holdout_rows);
+    match kind {
+        DatasetKind::Cascade => Ok(synthetic::cascade_scenario_split(rows, holdout, 11)),
+        DatasetKind::Esmm => Ok(synthetic::esmm_scenario_split(rows, holdout, 11)),
+        DatasetKind::MmoeSynthetic => Ok(synthetic::mmoe_synthetic_split(rows, holdout, 0.5, 11)?),
         DatasetKind::Csv => {
             let source = experiment
                 .csv
                 .as_ref()
                 .context("the `csv` dataset needs --csv and --schema")?;
             let schema = csv_schema::Schema::from_file(&source.schema)?;
-            return Ok(csv_schema::load(&source.data, &schema)?);
+            Ok(csv_schema::load(&source.data, &schema)?)
         }
         DatasetKind::Census => {
             let (train, test) = crate::census_fetch::ensure(&census_cache_dir()?)
                 .context("fetching Census-Income")?;
-            return census::load(&train, &test, &experiment.census_tasks)
-                .context("loading Census-Income");
+            census::load(&train, &test, &experiment.census_tasks).context("loading Census-Income")
         }
-    };
-    Ok(all.split_at(rows as i64)?)
+    }
 }
 
 /// The first `n` tasks of a dataset (ESMM trains on the first two stages of a cascade).

@@ -60,6 +60,19 @@ pub trait LossBalancer: Send {
     fn observe_updated_losses(&mut self, _losses: &[f64]) -> Result<()> {
         Ok(())
     }
+
+    /// True while the method wants each step's label statistics (methods that measure progress against
+    /// the best constant predictor, [`crate::prior`]). The training loop then passes them to
+    /// [`LossBalancer::observe_label_stats`] before [`LossBalancer::backward`]. The default is `false`.
+    fn needs_label_stats(&self) -> bool {
+        false
+    }
+
+    /// The step's label statistics, one per task, before its backward. Called only when
+    /// [`LossBalancer::needs_label_stats`] is true.
+    fn observe_label_stats(&mut self, _stats: &[crate::prior::LabelStats]) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for dyn LossBalancer {

@@ -171,6 +171,26 @@ impl Balancer {
         self.guarded(|inner| inner.observe_updated_losses(&values))
     }
 
+    /// True while the method wants each step's label statistics; see [`Balancer::observe_label_stats`].
+    pub fn needs_label_stats(&self) -> bool {
+        self.inner.needs_label_stats()
+    }
+
+    /// Passes this step's label statistics (one per task, [`crate::prior::LabelStats`]) to the method,
+    /// before [`Balancer::backward`]. Needed only while [`Balancer::needs_label_stats`] is true; the
+    /// balancer's state is rolled back on error.
+    pub fn observe_label_stats(&mut self, stats: &[crate::prior::LabelStats]) -> Result<()> {
+        let num_tasks = self.inner.num_tasks();
+        if stats.len() != num_tasks {
+            return Err(BalanceError::TaskCountMismatch {
+                context: "label statistics".into(),
+                expected: num_tasks,
+                actual: stats.len(),
+            });
+        }
+        self.guarded(|inner| inner.observe_label_stats(stats))
+    }
+
     /// Runs `update` on the inner balancer; on failure, or if its weights become invalid, restores the
     /// state it had before.
     fn guarded<T>(&mut self, update: impl FnOnce(&mut dyn LossBalancer) -> Result<T>) -> Result<T> {

@@ -117,6 +117,10 @@ pub enum BalanceError {
         rollback: Box<BalanceError>,
     },
 
+    /// Label statistics that are inconsistent, or that a balancer needs and was not given.
+    #[error("label statistics: {0}")]
+    LabelStats(String),
+
     /// A libtorch operation failed.
     #[error("libtorch error during {context}: {message}")]
     Torch {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod driver;
 pub mod error;
 pub mod grad;
+pub mod prior;
 pub mod registry;
 pub mod rng;
 pub mod shared;
@@ -21,6 +22,7 @@ pub use combine::{TaskGradients, TaskSpecificGradient};
 pub use config::{BalancerConfig, BalancerSpec};
 pub use driver::{Balancer, BalancerCheckpoint, NonFinitePolicy};
 pub use error::{BalanceError, Result, TorchResultExt};
+pub use prior::{LabelStats, PriorEstimate, PriorSource};
 pub use registry::{registry, BalancerKind, BalancerRegistration, Registry};
 pub use shared::{SharedParts, SharedTarget};
 

@@ -58,6 +58,22 @@ pub fn task_count_at_least(method: &str, num_tasks: usize, min: usize) -> Result
     }
 }
 
+/// One finite value `> 0` per task: given prior losses (the best constant predictor's loss per task).
+pub fn prior_losses(method: &str, field: &str, values: &[f64], num_tasks: usize) -> Result<()> {
+    if values.len() != num_tasks {
+        return Err(BalanceError::invalid_config(
+            method,
+            field,
+            format!("{values:?}"),
+            format!("one value per task ({num_tasks}), got {}", values.len()),
+        ));
+    }
+    for (i, &v) in values.iter().enumerate() {
+        positive(method, &format!("{field}[{i}]"), v)?;
+    }
+    Ok(())
+}
+
 /// Per-task weights: one per task, each finite and `>= 0`, not all zero.
 pub fn task_weights(method: &str, field: &str, weights: &[f64], num_tasks: usize) -> Result<()> {
     if weights.len() != num_tasks {

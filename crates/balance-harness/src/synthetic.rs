@@ -32,80 +32,163 @@ pub fn bench_input() -> InputConfig {
 /// in the dense features plus per-id effects plus an intercept calibrated (by bisection on the generated
 /// rows) so that stage `k`'s overall positive rate is `rates[k]`.
 pub fn cascade_with_rates(rows: usize, rates: &[f64], seed: u64) -> Batch {
-    let input = bench_input();
-    let stages = rates.len();
+    cascade_split(rows, 0, rates, seed).0
+}
+
+/// Training and held-out rows of one cascade (one teacher). The training rows are exactly
+/// [`cascade_with_rates`]`(train_rows, rates, seed)` whatever `holdout_rows` is: the held-out rows come
+/// from a stream of their own, and the intercepts are calibrated on the training rows only, so a larger
+/// held-out set changes the evaluation and nothing else.
+pub fn cascade_split(
+    train_rows: usize,
+    holdout_rows: usize,
+    rates: &[f64],
+    seed: u64,
+) -> (Batch, Batch) {
     let mut rng = Rng::new(seed);
-    let dense_n = input.dense as usize;
-    let cats = input.vocab_sizes.len();
-    let coef: Vec<Vec<f64>> = (0..stages)
-        .map(|_| (0..dense_n).map(|_| rng.normal() * 0.5).collect())
-        .collect();
-    let effects: Vec<Vec<Vec<f64>>> = (0..stages)
-        .map(|_| {
-            input
+    let teacher = CascadeTeacher::draw(&mut rng, rates.len());
+    let train = teacher.rows(&mut rng, train_rows);
+    let mut holdout_rng = Rng::new(seed ^ HOLDOUT_STREAM);
+    let holdout = teacher.rows(&mut holdout_rng, holdout_rows);
+    let intercepts = train.calibrate(rates);
+    (
+        train.into_batch(&intercepts),
+        holdout.into_batch(&intercepts),
+    )
+}
+
+/// Mixed into a scenario's seed for the held-out rows' stream (the golden-ratio constant).
+const HOLDOUT_STREAM: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// A cascade's random teacher: per stage, linear coefficients on the dense features and per-id effects.
+struct CascadeTeacher {
+    coef: Vec<Vec<f64>>,
+    effects: Vec<Vec<Vec<f64>>>,
+}
+
+/// Generated rows before labelling: features, teacher scores without intercepts, one uniform draw per
+/// stage and row.
+struct CascadeRows {
+    rows: usize,
+    dense: Vec<f32>,
+    ids: Vec<i64>,
+    scores: Vec<Vec<f64>>,
+    draws: Vec<Vec<f64>>,
+}
+
+impl CascadeTeacher {
+    fn draw(rng: &mut Rng, stages: usize) -> Self {
+        let input = bench_input();
+        let coef = (0..stages)
+            .map(|_| (0..input.dense).map(|_| rng.normal() * 0.5).collect())
+            .collect();
+        let effects = (0..stages)
+            .map(|_| {
+                input
+                    .vocab_sizes
+                    .iter()
+                    .map(|&v| (0..v).map(|_| rng.normal() * 0.4).collect())
+                    .collect()
+            })
+            .collect();
+        Self { coef, effects }
+    }
+
+    fn rows(&self, rng: &mut Rng, rows: usize) -> CascadeRows {
+        let input = bench_input();
+        let stages = self.coef.len();
+        let dense_n = input.dense as usize;
+        let mut dense = Vec::with_capacity(rows * dense_n);
+        let mut ids = Vec::with_capacity(rows * input.vocab_sizes.len());
+        let mut scores = vec![vec![0.0f64; rows]; stages];
+        let mut draws = vec![vec![0.0f64; rows]; stages];
+        for r in 0..rows {
+            let x: Vec<f64> = (0..dense_n).map(|_| rng.normal()).collect();
+            let row_ids: Vec<usize> = input
                 .vocab_sizes
                 .iter()
-                .map(|&v| (0..v).map(|_| rng.normal() * 0.4).collect())
-                .collect()
-        })
-        .collect();
-    let mut dense = Vec::with_capacity(rows * dense_n);
-    let mut ids = Vec::with_capacity(rows * cats);
-    // Teacher scores without intercepts, and one uniform draw per stage and row.
-    let mut scores = vec![vec![0.0f64; rows]; stages];
-    let mut draws = vec![vec![0.0f64; rows]; stages];
-    for r in 0..rows {
-        let x: Vec<f64> = (0..dense_n).map(|_| rng.normal()).collect();
-        let row_ids: Vec<usize> = input
-            .vocab_sizes
-            .iter()
-            .map(|&v| rng.below(v as u64) as usize)
-            .collect();
-        for k in 0..stages {
-            scores[k][r] = x.iter().zip(&coef[k]).map(|(a, b)| a * b).sum::<f64>()
-                + row_ids
-                    .iter()
-                    .enumerate()
-                    .map(|(c, &id)| effects[k][c][id])
-                    .sum::<f64>();
-            draws[k][r] = rng.uniform();
+                .map(|&v| rng.below(v as u64) as usize)
+                .collect();
+            for k in 0..stages {
+                scores[k][r] = x.iter().zip(&self.coef[k]).map(|(a, b)| a * b).sum::<f64>()
+                    + row_ids
+                        .iter()
+                        .enumerate()
+                        .map(|(c, &id)| self.effects[k][c][id])
+                        .sum::<f64>();
+                draws[k][r] = rng.uniform();
+            }
+            dense.extend(x.iter().map(|&v| v as f32));
+            ids.extend(row_ids.iter().map(|&i| i as i64));
         }
-        dense.extend(x.iter().map(|&v| v as f32));
-        ids.extend(row_ids.iter().map(|&i| i as i64));
+        CascadeRows {
+            rows,
+            dense,
+            ids,
+            scores,
+            draws,
+        }
     }
-    // Stage by stage: pick the intercept whose expected positives among the still-alive rows match.
-    let mut alive = vec![true; rows];
-    let mut labels = vec![0f32; rows * stages];
-    for k in 0..stages {
-        let target = rates[k] * rows as f64;
-        let expected = |c: f64| -> f64 {
-            (0..rows)
-                .filter(|&r| alive[r])
-                .map(|r| sigmoid(scores[k][r] + c))
-                .sum()
-        };
-        let (mut lo, mut hi) = (-30.0, 30.0);
-        for _ in 0..60 {
-            let mid = (lo + hi) / 2.0;
-            if expected(mid) < target {
-                lo = mid;
-            } else {
-                hi = mid;
+}
+
+impl CascadeRows {
+    /// The nested labels under `intercepts`, row-major (`rows x stages`).
+    fn labels(&self, intercepts: &[f64]) -> Vec<f32> {
+        let stages = self.scores.len();
+        let mut alive = vec![true; self.rows];
+        let mut labels = vec![0f32; self.rows * stages];
+        for (k, &c) in intercepts.iter().enumerate() {
+            for r in 0..self.rows {
+                alive[r] = alive[r] && self.draws[k][r] < sigmoid(self.scores[k][r] + c);
+                labels[r * stages + k] = if alive[r] { 1.0 } else { 0.0 };
             }
         }
-        let c = (lo + hi) / 2.0;
-        for r in 0..rows {
-            alive[r] = alive[r] && draws[k][r] < sigmoid(scores[k][r] + c);
-            labels[r * stages + k] = if alive[r] { 1.0 } else { 0.0 };
-        }
+        labels
     }
-    Batch {
-        dense: Tensor::from_slice(&dense).reshape([rows as i64, dense_n as i64]),
-        sparse: Tensor::from_slice(&ids).reshape([rows as i64, cats as i64]),
-        sequences: Vec::new(),
-        labels: Tensor::from_slice(&labels)
-            .reshape([rows as i64, stages as i64])
-            .to_kind(Kind::Float),
+
+    /// Stage by stage, the intercept whose expected positives among the still-alive rows match
+    /// `rates[k]` of these rows.
+    fn calibrate(&self, rates: &[f64]) -> Vec<f64> {
+        let mut alive = vec![true; self.rows];
+        let mut intercepts = Vec::with_capacity(rates.len());
+        for (k, &rate) in rates.iter().enumerate() {
+            let target = rate * self.rows as f64;
+            let expected = |c: f64| -> f64 {
+                (0..self.rows)
+                    .filter(|&r| alive[r])
+                    .map(|r| sigmoid(self.scores[k][r] + c))
+                    .sum()
+            };
+            let (mut lo, mut hi) = (-30.0, 30.0);
+            for _ in 0..60 {
+                let mid = (lo + hi) / 2.0;
+                if expected(mid) < target {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            let c = (lo + hi) / 2.0;
+            for (r, a) in alive.iter_mut().enumerate().take(self.rows) {
+                *a = *a && self.draws[k][r] < sigmoid(self.scores[k][r] + c);
+            }
+            intercepts.push(c);
+        }
+        intercepts
+    }
+
+    fn into_batch(self, intercepts: &[f64]) -> Batch {
+        let labels = self.labels(intercepts);
+        let input = bench_input();
+        let (rows, stages) = (self.rows as i64, intercepts.len() as i64);
+        Batch {
+            dense: Tensor::from_slice(&self.dense).reshape([rows, input.dense]),
+            sparse: Tensor::from_slice(&self.ids).reshape([rows, input.vocab_sizes.len() as i64]),
+            sequences: Vec::new(),
+            labels: Tensor::from_slice(&labels)
+                .reshape([rows, stages])
+                .to_kind(Kind::Float),
+        }
     }
 }
 
@@ -137,6 +220,46 @@ pub fn esmm_scenario(rows: usize, seed: u64) -> Dataset {
         input: bench_input(),
         tasks: vec![Task::binary("ctr"), Task::binary("ctcvr")],
     }
+}
+
+/// The `cascade` scenario's training and held-out rows (see [`cascade_split`]: the training rows do not
+/// depend on `holdout_rows`).
+pub fn cascade_scenario_split(
+    train_rows: usize,
+    holdout_rows: usize,
+    seed: u64,
+) -> (Dataset, Dataset) {
+    let (train, holdout) = cascade_split(train_rows, holdout_rows, &[0.30, 0.03, 0.005], seed);
+    let tasks = cascade_scenario(0, seed).tasks;
+    (
+        scenario_dataset(train, &tasks),
+        scenario_dataset(holdout, &tasks),
+    )
+}
+
+/// The `esmm` scenario's training and held-out rows (see [`cascade_split`]).
+pub fn esmm_scenario_split(
+    train_rows: usize,
+    holdout_rows: usize,
+    seed: u64,
+) -> (Dataset, Dataset) {
+    let (train, holdout) = cascade_split(train_rows, holdout_rows, &[0.04, 0.004], seed);
+    let tasks = esmm_scenario(0, seed).tasks;
+    (
+        scenario_dataset(train, &tasks),
+        scenario_dataset(holdout, &tasks),
+    )
+}
+
+/// The `mmoe-synthetic` pair's training and held-out rows: one stream, the training rows first, so they
+/// do not depend on `holdout_rows`.
+pub fn mmoe_synthetic_split(
+    train_rows: usize,
+    holdout_rows: usize,
+    correlation: f64,
+    seed: u64,
+) -> crate::Result<(Dataset, Dataset)> {
+    mmoe_synthetic(train_rows + holdout_rows, correlation, seed).split_at(train_rows as i64)
 }
 
 /// The MMoE paper's synthetic regression pair (Ma et al., KDD 2018, section 4.1): `x ~ N(0, I_d)`,
@@ -192,6 +315,14 @@ pub fn mmoe_synthetic(rows: usize, correlation: f64, seed: u64) -> Dataset {
             ..Default::default()
         },
         tasks: vec![Task::regression("task1"), Task::regression("task2")],
+    }
+}
+
+fn scenario_dataset(examples: Batch, tasks: &[Task]) -> Dataset {
+    Dataset {
+        examples,
+        input: bench_input(),
+        tasks: tasks.to_vec(),
     }
 }
 
@@ -278,6 +409,37 @@ mod tests {
             high > low + 0.3,
             "correlation {low} at rho 0, {high} at rho 0.9"
         );
+    }
+
+    #[test]
+    fn training_rows_do_not_depend_on_the_holdout_size() {
+        let (train_a, holdout_a) = cascade_scenario_split(3_000, 500, 5);
+        let (train_b, holdout_b) = cascade_scenario_split(3_000, 20_000, 5);
+        let plain = cascade_scenario(3_000, 5);
+        for (a, b) in [(&train_a, &train_b), (&train_a, &plain)] {
+            assert!(a.examples.labels.equal(&b.examples.labels));
+            assert!(a.examples.dense.equal(&b.examples.dense));
+            assert!(a.examples.sparse.equal(&b.examples.sparse));
+        }
+        // The held-out stream is its own: its first rows are the same in both, and not training rows.
+        assert_eq!((holdout_a.len(), holdout_b.len()), (500, 20_000));
+        assert!(holdout_a
+            .examples
+            .dense
+            .equal(&holdout_b.examples.dense.narrow(0, 0, 500)));
+        assert!(!holdout_a
+            .examples
+            .dense
+            .equal(&train_a.examples.dense.narrow(0, 0, 500)));
+        // Same teacher and intercepts: the held-out rates are the training rates up to sampling noise.
+        let r = holdout_b.label_means().unwrap();
+        assert!(
+            (r[0] - 0.30).abs() < 0.015 && (r[1] - 0.03).abs() < 0.005,
+            "{r:?}"
+        );
+        let (m_train, _) = mmoe_synthetic_split(1_000, 10, 0.5, 2).unwrap();
+        let (m_train_b, _) = mmoe_synthetic_split(1_000, 900, 0.5, 2).unwrap();
+        assert!(m_train.examples.labels.equal(&m_train_b.examples.labels));
     }
 
     #[test]

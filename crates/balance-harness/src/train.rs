@@ -4,7 +4,9 @@
 use std::time::Instant;
 
 use balance_core::rng::SplitMix64;
-use balance_core::{Balancer, BalancerCheckpoint, SharedParts, StepReport, TorchResultExt};
+use balance_core::{
+    Balancer, BalancerCheckpoint, LabelStats, SharedParts, StepReport, TorchResultExt,
+};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -112,12 +114,25 @@ impl TrainConfig {
 pub struct TaskMetrics {
     /// The task.
     pub task: String,
-    /// AUC (binary tasks with both classes present).
+    /// AUC (binary tasks with both classes present), ranked on the logits.
     pub auc: Option<f64>,
-    /// Log loss (binary tasks).
+    /// Log loss (binary tasks), from the logits.
     pub log_loss: Option<f64>,
+    /// Average precision, the area under the precision-recall curve (binary tasks with a positive).
+    #[serde(default)]
+    pub average_precision: Option<f64>,
+    /// Normalized Entropy: log loss over the entropy of the set's base rate; 1 is the best constant
+    /// predictor, lower is better (binary tasks with both classes present).
+    #[serde(default)]
+    pub normalized_entropy: Option<f64>,
     /// Mean squared error (regression tasks).
     pub mse: Option<f64>,
+    /// Positive labels in the evaluated set (binary tasks).
+    #[serde(default)]
+    pub positives: Option<u64>,
+    /// Examples in the evaluated set.
+    #[serde(default)]
+    pub examples: u64,
 }
 
 impl TaskMetrics {
@@ -282,6 +297,38 @@ pub fn task_losses(tasks: &[Task], output: &ModelOutput, batch: &Batch) -> Resul
         .collect()
 }
 
+/// Each task's label statistics in `batch` (for balancers that measure progress against the prior,
+/// `balance_core::prior`): positives of a binary task, sum and sum of squares of a regression task. The
+/// losses of [`task_losses`] are mean BCE and mean MSE, whose best constant predictors these describe.
+pub fn label_stats(tasks: &[Task], batch: &Batch) -> Result<Vec<LabelStats>> {
+    let count = batch.len().max(0) as u64;
+    tasks
+        .iter()
+        .enumerate()
+        .map(|(t, task)| {
+            let labels = batch
+                .task_labels(t as i64)?
+                .f_to_kind(Kind::Double)
+                .context("label statistics")?;
+            let sum = labels
+                .f_sum(Kind::Double)
+                .and_then(|s| s.f_double_value(&[]))
+                .context("label statistics")?;
+            Ok(match task.kind {
+                TaskKind::Binary => LabelStats::binary(count, sum.round().max(0.0) as u64),
+                TaskKind::Regression => {
+                    let sum_sq = labels
+                        .f_square()
+                        .and_then(|q| q.f_sum(Kind::Double))
+                        .and_then(|s| s.f_double_value(&[]))
+                        .context("label statistics")?;
+                    LabelStats::regression(count, sum, sum_sq)
+                }
+            })
+        })
+        .collect()
+}
+
 impl<M: MultiTaskModel> Trainer<M> {
     /// A trainer for `model`, whose trainable variables are `params` (they are moved into one flat buffer
     /// for the optimizer), on `device`.
@@ -422,6 +469,10 @@ impl<M: MultiTaskModel> Trainer<M> {
         self.optimizer.zero_grad()?;
         let output = self.model.forward_t(batch, true)?;
         let losses = task_losses(&self.tasks, &output, batch)?;
+        if self.balancer.needs_label_stats() {
+            self.balancer
+                .observe_label_stats(&label_stats(&self.tasks, batch)?)?;
+        }
         let report =
             self.balancer
                 .backward(&losses, &self.parts, output.representation.as_ref())?;
@@ -500,11 +551,10 @@ impl<M: MultiTaskModel> Trainer<M> {
             let indices = Tensor::arange_start(start, start + size, (Kind::Int64, Device::Cpu));
             let batch = data.gather(&indices)?.to_device(self.device)?;
             let output = tch::no_grad(|| self.model.forward_t(&batch, false))?;
-            for (t, task) in self.tasks.iter().enumerate() {
-                let out = match task.kind {
-                    TaskKind::Binary => output.logits[t].sigmoid(),
-                    TaskKind::Regression => output.logits[t].shallow_clone(),
-                };
+            for t in 0..self.tasks.len() {
+                // Binary tasks keep their logits: ranking metrics need no sigmoid (whose f32 values
+                // saturate into ties) and the log loss is computed from them in f64.
+                let out = output.logits[t].shallow_clone();
                 let to_vec = |x: &Tensor| {
                     Vec::<f32>::try_from(
                         x.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1]),
@@ -524,14 +574,22 @@ impl<M: MultiTaskModel> Trainer<M> {
                 TaskKind::Binary => TaskMetrics {
                     task: task.name.clone(),
                     auc: metrics::auc(&outputs[t], &labels[t]),
-                    log_loss: Some(metrics::log_loss(&outputs[t], &labels[t])),
+                    log_loss: Some(metrics::log_loss_from_logits(&outputs[t], &labels[t])),
+                    average_precision: metrics::average_precision(&outputs[t], &labels[t]),
+                    normalized_entropy: metrics::normalized_entropy(&outputs[t], &labels[t]),
+                    positives: Some(metrics::positives(&labels[t])),
+                    examples: labels[t].len() as u64,
                     mse: None,
                 },
                 TaskKind::Regression => TaskMetrics {
                     task: task.name.clone(),
                     auc: None,
                     log_loss: None,
+                    average_precision: None,
+                    normalized_entropy: None,
                     mse: Some(metrics::mse(&outputs[t], &labels[t])),
+                    positives: None,
+                    examples: labels[t].len() as u64,
                 },
             })
             .collect())

@@ -98,6 +98,7 @@ impl LossBalancer for GradNorm {
 
     fn backward(&mut self, input: &StepInput<'_>) -> Result<StepReport> {
         input.expect_tasks(self.num_tasks())?;
+        self.rule.prior_losses()?; // with progress = "prior": an error until the prior is known
         let weights = self.weights();
         check_weights(NAME, input.step(), &weights, self.num_tasks())?;
         let target = self.rule.params().shared;
@@ -125,6 +126,14 @@ impl LossBalancer for GradNorm {
                 .with_extra("weight_grad", update.weight_grads)
                 .with_extra("next_weight", update.new_weights),
         )
+    }
+
+    fn needs_label_stats(&self) -> bool {
+        self.rule.needs_label_stats()
+    }
+
+    fn observe_label_stats(&mut self, stats: &[balance_core::LabelStats]) -> Result<()> {
+        self.rule.observe_label_stats(stats)
     }
 
     fn state(&self) -> Result<BalancerState> {

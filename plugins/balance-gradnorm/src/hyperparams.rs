@@ -13,6 +13,22 @@ pub const DEFAULT_LR: f64 = 0.025;
 pub const DEFAULT_INIT_EMA_DECAY: f64 = 0.9;
 /// Default epsilon (norms, ratios, the weight floor, the renormalisation).
 pub const DEFAULT_EPS: f64 = 1e-8;
+/// Default warm-up steps whose labels estimate the prior (`progress = "prior"`).
+pub const DEFAULT_PRIOR_STEPS: u64 = 50;
+
+/// What a task's training progress `r_i` is measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Progress {
+    /// `L_i(t) / L_i(0)`: the reference behaviour (the paper, the reference framework).
+    #[default]
+    InitialLoss,
+    /// `L_i(t) / P_i`, with `P_i` the loss of the best constant predictor (the entropy of the label
+    /// rate for BCE, the label variance for MSE), so progress means learning beyond the base rate. A
+    /// rare task's BCE falls from `ln 2` to the base-rate entropy in the first steps; against `L_i(0)`
+    /// that reads as fast learning although nothing beyond the rate was learned.
+    Prior,
+}
 
 /// The `grad_norm` config. Every field is optional in JSON/TOML and defaults as the reference framework's.
 ///
@@ -41,6 +57,15 @@ pub struct GradNormConfig {
     /// Where the gradient norms `G_i` are taken: `all_shared` (default, the reference framework),
     /// `last_shared_layer` (the paper) or `representation`.
     pub shared: SharedTarget,
+    /// The base of the loss ratios: `initial_loss` (default) or `prior`.
+    pub progress: Progress,
+    /// With `progress = "prior"`: warm-up steps whose labels are pooled to estimate the prior (`>= 1`,
+    /// default 50), then frozen. Ignored when `prior_loss` is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prior_steps: Option<u64>,
+    /// With `progress = "prior"`: the prior loss of each task, given (finite, `> 0`) instead of estimated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prior_loss: Option<Vec<f64>>,
 }
 
 impl Default for GradNormConfig {
@@ -54,6 +79,9 @@ impl Default for GradNormConfig {
             init_ema_decay: DEFAULT_INIT_EMA_DECAY,
             eps: DEFAULT_EPS,
             shared: SharedTarget::AllShared,
+            progress: Progress::InitialLoss,
+            prior_steps: None,
+            prior_loss: None,
         }
     }
 }
@@ -79,6 +107,12 @@ pub struct GradNormParams {
     pub eps: f64,
     /// Where `G_i` is taken.
     pub shared: SharedTarget,
+    /// The base of the loss ratios.
+    pub progress: Progress,
+    /// Warm-up steps of the prior estimate.
+    pub prior_steps: u64,
+    /// The given prior losses (`progress = "prior"` only).
+    pub prior_loss: Option<Vec<f64>>,
 }
 
 impl GradNormConfig {
@@ -114,6 +148,36 @@ impl GradNormConfig {
             }
             None => vec![1.0; num_tasks],
         };
+        if self.progress == Progress::InitialLoss {
+            if let Some(steps) = self.prior_steps {
+                return Err(BalanceError::invalid_config(
+                    NAME,
+                    "prior_steps",
+                    steps,
+                    "no prior_steps with progress = \"initial_loss\" (it applies to progress = \"prior\")",
+                ));
+            }
+            if self.prior_loss.is_some() {
+                return Err(BalanceError::invalid_config(
+                    NAME,
+                    "prior_loss",
+                    format!("{:?}", self.prior_loss),
+                    "no prior_loss with progress = \"initial_loss\" (it applies to progress = \"prior\")",
+                ));
+            }
+        }
+        let prior_steps = self.prior_steps.unwrap_or(DEFAULT_PRIOR_STEPS);
+        if prior_steps < 1 {
+            return Err(BalanceError::invalid_config(
+                NAME,
+                "prior_steps",
+                prior_steps,
+                "an integer >= 1",
+            ));
+        }
+        if let Some(prior) = &self.prior_loss {
+            validate::prior_losses(NAME, "prior_loss", prior, num_tasks)?;
+        }
         Ok(GradNormParams {
             num_tasks,
             alpha: self.alpha,
@@ -124,6 +188,9 @@ impl GradNormConfig {
             init_ema_decay: self.init_ema_decay,
             eps: self.eps,
             shared: self.shared,
+            progress: self.progress,
+            prior_steps,
+            prior_loss: self.prior_loss.clone(),
         })
     }
 }
@@ -232,6 +299,44 @@ mod tests {
             m.contains("field `alpha` = -0.5, expected a finite number >= 0"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn prior_options_are_checked() {
+        let m = message(
+            GradNormConfig {
+                prior_steps: Some(10),
+                ..Default::default()
+            },
+            2,
+        );
+        assert!(m.contains("field `prior_steps` = 10, expected no prior_steps with progress = \"initial_loss\""), "{m}");
+        let prior = |prior_steps, prior_loss| GradNormConfig {
+            progress: Progress::Prior,
+            prior_steps,
+            prior_loss,
+            ..Default::default()
+        };
+        let m = message(prior(Some(0), None), 2);
+        assert!(
+            m.contains("field `prior_steps` = 0, expected an integer >= 1"),
+            "{m}"
+        );
+        let m = message(prior(None, Some(vec![0.5, 0.0])), 2);
+        assert!(m.contains("field `prior_loss[1]` = 0"), "{m}");
+        let m = message(prior(None, Some(vec![0.5])), 2);
+        assert!(
+            m.contains("field `prior_loss`") && m.contains("one value per task (2), got 1"),
+            "{m}"
+        );
+        let p = prior(None, None).check(2).unwrap();
+        assert_eq!(
+            (p.progress, p.prior_steps),
+            (Progress::Prior, DEFAULT_PRIOR_STEPS)
+        );
+        let c: GradNormConfig =
+            serde_json::from_str(r#"{"progress": "prior", "prior_loss": [0.6, 0.03]}"#).unwrap();
+        assert_eq!(c.check(2).unwrap().prior_loss, Some(vec![0.6, 0.03]));
     }
 
     #[test]

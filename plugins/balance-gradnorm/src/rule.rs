@@ -1,9 +1,11 @@
 //! GradNorm's numerical rule over plain `f64` values: given the step's loss values and the norms
 //! `n_i = ||grad_W L_i||` of the unweighted task gradients, everything else is closed form.
 
+use balance_core::prior::{LabelStats, PriorSource};
+use balance_core::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::hyperparams::GradNormParams;
+use crate::hyperparams::{GradNormParams, Progress};
 
 pub use balance_core::adam::{AdamState, ADAM_BETA1, ADAM_BETA2, ADAM_EPS};
 
@@ -22,6 +24,9 @@ pub struct GradNormState {
     pub loss_ema: Option<Vec<f64>>,
     /// The weights' Adam.
     pub adam: AdamState,
+    /// The prior losses, given or being estimated (`progress = "prior"` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<PriorSource>,
 }
 
 /// What one GradNorm update measured and did (all per task).
@@ -96,6 +101,13 @@ impl GradNormRule {
             warmup_steps_seen: 0,
             loss_ema: None,
             adam: AdamState::new(params.num_tasks),
+            prior: (params.progress == Progress::Prior).then(|| {
+                PriorSource::new(
+                    params.prior_loss.clone(),
+                    params.num_tasks,
+                    params.prior_steps,
+                )
+            }),
         };
         Self { params, state }
     }
@@ -124,19 +136,48 @@ impl GradNormRule {
             && opt_fits(&state.warmup_ema)
             && opt_fits(&state.loss_ema)
             && state.adam.exp_avg.len() == n
-            && state.adam.exp_avg_sq.len() == n;
+            && state.adam.exp_avg_sq.len() == n
+            && (state.prior.is_some() == (self.params.progress == Progress::Prior));
         if fits {
             self.state = state;
         }
         fits
     }
 
+    /// True while the prior is being estimated and wants this step's labels.
+    pub fn needs_label_stats(&self) -> bool {
+        self.state
+            .prior
+            .as_ref()
+            .is_some_and(PriorSource::needs_label_stats)
+    }
+
+    /// Pools one step's label statistics into the prior estimate (no-op without one).
+    pub fn observe_label_stats(&mut self, stats: &[LabelStats]) -> Result<()> {
+        match &mut self.state.prior {
+            Some(prior) => prior.observe(stats),
+            None => Ok(()),
+        }
+    }
+
+    /// The prior losses when `progress = "prior"` (`Ok(None)` otherwise); an error when none is known yet.
+    pub fn prior_losses(&self) -> Result<Option<Vec<f64>>> {
+        self.state
+            .prior
+            .as_ref()
+            .map(|prior| prior.losses(crate::NAME))
+            .transpose()
+    }
+
     /// One GradNorm step from the detached loss values and the unweighted task gradient norms.
+    /// With `progress = "prior"` the ratios' base is [`GradNormRule::prior_losses`]; call this only once
+    /// that is known (the balancer checks it first), else the base falls back to the initial losses.
     /// The caller has applied (or applies) [`GradNormUpdate::applied_weights`] to the model's loss.
     ///
     /// Losses are expected to be `>= 0` (BCE, MSE...); a negative loss ratio is clamped to 0 so that
     /// `inv ^ alpha` stays real.
     pub fn step(&mut self, losses: &[f64], task_grad_norms: &[f64]) -> GradNormUpdate {
+        let prior = self.prior_losses().ok().flatten();
         let p = &self.params;
         let eps = p.eps;
         let s = &mut self.state;
@@ -157,9 +198,9 @@ impl GradNormRule {
             s.loss_ema = Some(ema(s.loss_ema.take(), losses, decay));
         }
         let source = s.loss_ema.as_deref().unwrap_or(losses);
-        let base = s
-            .initial_losses
+        let base = prior
             .as_deref()
+            .or(s.initial_losses.as_deref())
             .or(s.warmup_ema.as_deref())
             .unwrap_or(losses);
 
@@ -226,6 +267,81 @@ mod tests {
 
     fn rule(tasks: usize, config: GradNormConfig) -> GradNormRule {
         GradNormRule::new(config.check(tasks).unwrap())
+    }
+
+    fn prior_config(prior_loss: Option<Vec<f64>>, prior_steps: Option<u64>) -> GradNormConfig {
+        GradNormConfig {
+            progress: Progress::Prior,
+            prior_loss,
+            prior_steps,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn prior_progress_divides_by_the_prior_not_the_first_loss() {
+        // A rare task (prior H(0.005) ~ 0.0315) at its base rate has ratio ~1, the common one below 1.
+        let mut r = rule(2, prior_config(Some(vec![0.61, 0.0315]), None));
+        assert!(!r.needs_label_stats());
+        let u = r.step(&[0.5, 0.0315], &[1.0, 1.0]);
+        let eps = 1e-8;
+        assert_eq!(
+            u.loss_ratios,
+            vec![0.5 / (0.61 + eps), 0.0315 / (0.0315 + eps)]
+        );
+        // The reference base (first loss) would have made both ratios 1.
+        let mut reference = rule(2, GradNormConfig::default());
+        let v = reference.step(&[0.5, 0.0315], &[1.0, 1.0]);
+        assert!((v.loss_ratios[0] - 1.0).abs() < 1e-7 && (v.loss_ratios[1] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn prior_is_estimated_from_label_stats_then_frozen() {
+        let mut r = rule(2, prior_config(None, Some(2)));
+        assert!(r.needs_label_stats());
+        assert!(r.prior_losses().is_err());
+        for _ in 0..2 {
+            r.observe_label_stats(&[LabelStats::binary(1000, 299), LabelStats::binary(1000, 5)])
+                .unwrap();
+        }
+        assert!(!r.needs_label_stats());
+        let h = |p: f64| -(p * p.ln()) - (1.0 - p) * (1.0 - p).ln();
+        let prior = r.prior_losses().unwrap().unwrap();
+        assert!((prior[0] - h(598.5 / 2001.0)).abs() < 1e-15);
+        assert!((prior[1] - h(10.5 / 2001.0)).abs() < 1e-15);
+        // The estimate is part of the state: a restored rule carries it.
+        let mut restored = rule(2, prior_config(None, Some(2)));
+        assert!(restored.set_state(r.state().clone()));
+        assert_eq!(restored.prior_losses().unwrap(), Some(prior));
+        // A reference-mode state does not fit a prior rule.
+        assert!(!restored.set_state(rule(2, GradNormConfig::default()).state().clone()));
+    }
+
+    proptest! {
+        /// Scale invariance: multiplying one task's loss and its prior by c > 0 leaves every loss ratio
+        /// and inverse training rate unchanged.
+        #[test]
+        fn prior_ratios_are_unit_free(
+            prior in proptest::collection::vec(0.01f64..2.0, 2..5),
+            progress in proptest::collection::vec(0.2f64..1.5, 5),
+            c in 0.01f64..100.0,
+            task in 0usize..5,
+        ) {
+            let n = prior.len();
+            let task = task % n;
+            let losses: Vec<f64> = prior.iter().zip(&progress).map(|(p, f)| p * f).collect();
+            let mut scaled_prior = prior.clone();
+            scaled_prior[task] *= c;
+            let mut scaled_losses = losses.clone();
+            scaled_losses[task] *= c;
+            let norms = vec![1.0; n];
+            let a = rule(n, prior_config(Some(prior), None)).step(&losses, &norms);
+            let b = rule(n, prior_config(Some(scaled_prior), None)).step(&scaled_losses, &norms);
+            for i in 0..n {
+                prop_assert!((a.loss_ratios[i] - b.loss_ratios[i]).abs() < 1e-6 * a.loss_ratios[i].max(1.0));
+                prop_assert!((a.inverse_rates[i] - b.inverse_rates[i]).abs() < 1e-6 * a.inverse_rates[i].max(1.0));
+            }
+        }
     }
 
     #[test]

@@ -11,13 +11,21 @@
 //! - `"ema"`: a running exponential average, `s_i(0) = l_i(0)`, `s_i(t) = decay * s_i(t-1) + (1 - decay) * l_i(t)`
 //!   (default `decay` 0.9). The weights track the loss, so each weighted loss stays near 1 all run long.
 //!
+//! - `"prior"`: the loss of the best constant predictor (`balance_core::prior`): the entropy of the
+//!   task's label rate for BCE, the label variance for MSE, pooled from the labels of the first
+//!   `prior_steps` steps (default 50) or given as `prior_loss`. Each weighted loss is then the task's
+//!   Normalized Entropy (for BCE), so a rare task whose loss is small because its base rate is small
+//!   counts as much as a common one; the weights do not follow the loss as the model learns.
+//!
 //! Each step's weights use the estimate updated with that step's loss values.
 //!
 //! ```json
 //! {"method": "loss_norm", "scale": "initial", "warmup_steps": 10}
 //! {"method": "loss_norm", "scale": "ema", "decay": 0.99}
+//! {"method": "loss_norm", "scale": "prior", "prior_steps": 20}
 //! ```
 
+use balance_core::prior::{LabelStats, PriorSource};
 use balance_core::{
     validate, BalanceError, BalancerConfig, BalancerState, LossBalancer, Result, StepInput,
     StepReport,
@@ -30,6 +38,7 @@ pub const NAME: &str = "loss_norm";
 const DEFAULT_WARMUP_STEPS: u64 = 1;
 const DEFAULT_DECAY: f64 = 0.9;
 const DEFAULT_EPS: f64 = 1e-12;
+const DEFAULT_PRIOR_STEPS: u64 = 50;
 
 /// Which scale estimate divides each loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -40,6 +49,8 @@ pub enum ScaleKind {
     Initial,
     /// A running exponential moving average of the loss.
     Ema,
+    /// The best constant predictor's loss (label entropy for BCE, label variance for MSE).
+    Prior,
 }
 
 /// Config of the `loss_norm` balancer. `warmup_steps` applies to `scale = "initial"` only and `decay` to
@@ -59,6 +70,12 @@ pub struct LossNormConfig {
     /// Floor on `|s_i|` (> 0, default 1e-12).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eps: Option<f64>,
+    /// Warm-up steps whose labels estimate the prior (`scale = "prior"`, >= 1, default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_steps: Option<u64>,
+    /// The prior loss of each task, given instead of estimated (`scale = "prior"`, each finite > 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_loss: Option<Vec<f64>>,
 }
 
 impl LossNormConfig {
@@ -90,12 +107,17 @@ impl LossNormConfig {
             ScaleKind::Ema => ScaleEstimate::Ema {
                 decay: self.decay.unwrap_or(DEFAULT_DECAY),
             },
+            ScaleKind::Prior => ScaleEstimate::Prior,
         };
-        Ok(LossNormRule::new(
-            estimate,
-            self.eps.unwrap_or(DEFAULT_EPS),
-            num_tasks,
-        ))
+        let mut rule = LossNormRule::new(estimate, self.eps.unwrap_or(DEFAULT_EPS), num_tasks);
+        if self.scale == ScaleKind::Prior {
+            rule.state.prior = Some(PriorSource::new(
+                self.prior_loss.clone(),
+                num_tasks,
+                self.prior_steps.unwrap_or(DEFAULT_PRIOR_STEPS),
+            ));
+        }
+        Ok(rule)
     }
 }
 
@@ -110,7 +132,53 @@ impl BalancerConfig for LossNormConfig {
         if let Some(eps) = self.eps {
             validate::positive(NAME, "eps", eps)?;
         }
+        if self.scale != ScaleKind::Prior {
+            let only_prior = "no such field unless scale = \"prior\"";
+            if let Some(steps) = self.prior_steps {
+                return Err(BalanceError::invalid_config(
+                    NAME,
+                    "prior_steps",
+                    steps,
+                    only_prior,
+                ));
+            }
+            if let Some(values) = &self.prior_loss {
+                return Err(BalanceError::invalid_config(
+                    NAME,
+                    "prior_loss",
+                    format!("{values:?}"),
+                    only_prior,
+                ));
+            }
+        }
         match self.scale {
+            ScaleKind::Prior => {
+                let not_prior = "no such field with scale = \"prior\"";
+                if let Some(steps) = self.warmup_steps {
+                    return Err(BalanceError::invalid_config(
+                        NAME,
+                        "warmup_steps",
+                        steps,
+                        not_prior,
+                    ));
+                }
+                if let Some(decay) = self.decay {
+                    return Err(BalanceError::invalid_config(
+                        NAME, "decay", decay, not_prior,
+                    ));
+                }
+                if self.prior_steps == Some(0) {
+                    return Err(BalanceError::invalid_config(
+                        NAME,
+                        "prior_steps",
+                        0,
+                        "an integer >= 1",
+                    ));
+                }
+                if let Some(values) = &self.prior_loss {
+                    validate::prior_losses(NAME, "prior_loss", values, num_tasks)?;
+                }
+            }
             ScaleKind::Initial => {
                 if let Some(decay) = self.decay {
                     return Err(BalanceError::invalid_config(
@@ -170,6 +238,8 @@ pub enum ScaleEstimate {
         /// The decay.
         decay: f64,
     },
+    /// The prior losses (given or estimated; the state holds them).
+    Prior,
 }
 
 /// The numerical rule of `loss_norm` over plain `f64` values (no autograd), with its state.
@@ -189,6 +259,9 @@ pub struct LossNormState {
     pub warmup_sum: Vec<f64>,
     /// The current scale estimate (`None` before the first step).
     pub scale: Option<Vec<f64>>,
+    /// The prior losses, given or being estimated (`scale = "prior"` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<PriorSource>,
 }
 
 impl LossNormRule {
@@ -201,6 +274,7 @@ impl LossNormRule {
                 seen: 0,
                 warmup_sum: vec![0.0; num_tasks],
                 scale: None,
+                prior: None,
             },
         }
     }
@@ -210,9 +284,38 @@ impl LossNormRule {
         self.state.warmup_sum.len()
     }
 
-    /// Folds this step's loss values into the scale estimate and returns this step's weights.
+    /// True while the prior is being estimated and wants this step's labels.
+    pub fn needs_label_stats(&self) -> bool {
+        self.state
+            .prior
+            .as_ref()
+            .is_some_and(PriorSource::needs_label_stats)
+    }
+
+    /// Pools one step's label statistics into the prior estimate (no-op without one).
+    pub fn observe_label_stats(&mut self, stats: &[LabelStats]) -> Result<()> {
+        match &mut self.state.prior {
+            Some(prior) => prior.observe(stats),
+            None => Ok(()),
+        }
+    }
+
+    /// The prior losses with `scale = "prior"` (`Ok(None)` otherwise); an error while none is known.
+    pub fn prior_losses(&self) -> Result<Option<Vec<f64>>> {
+        self.state
+            .prior
+            .as_ref()
+            .map(|prior| prior.losses(NAME))
+            .transpose()
+    }
+
+    /// Folds this step's loss values into the scale estimate and returns this step's weights. With
+    /// `scale = "prior"` the scale is the prior ([`LossNormRule::prior_losses`]; the balancer checks it is
+    /// known before calling this; until then the step's losses stand in).
     pub fn update(&mut self, losses: &[f64]) -> Vec<f64> {
+        let prior = self.prior_losses().ok().flatten();
         let scale = match (self.estimate, self.state.scale.take()) {
+            (ScaleEstimate::Prior, _) => prior.unwrap_or_else(|| losses.to_vec()),
             (ScaleEstimate::Initial { warmup_steps }, _) if self.state.seen < warmup_steps => {
                 for (sum, &l) in self.state.warmup_sum.iter_mut().zip(losses) {
                     *sum += l;
@@ -264,7 +367,9 @@ impl LossNormRule {
     /// Restores a state of the same task count.
     pub fn set_state(&mut self, state: LossNormState) -> Result<()> {
         let n = self.num_tasks();
-        let fits = state.warmup_sum.len() == n && state.scale.as_ref().is_none_or(|s| s.len() == n);
+        let fits = state.warmup_sum.len() == n
+            && state.scale.as_ref().is_none_or(|s| s.len() == n)
+            && state.prior.is_some() == (self.estimate == ScaleEstimate::Prior);
         if !fits {
             return Err(BalanceError::StateMismatch {
                 balancer: NAME.into(),
@@ -297,11 +402,20 @@ impl LossBalancer for LossNorm {
 
     fn backward(&mut self, input: &StepInput<'_>) -> Result<StepReport> {
         input.expect_tasks(self.num_tasks())?;
+        self.rule.prior_losses()?; // with scale = "prior": an error until the prior is known
         let weights = self.rule.update(input.loss_values());
         let scale = self.rule.scale().map(<[f64]>::to_vec).unwrap_or_default();
         Ok(input
             .backward_weighted(NAME, weights)?
             .with_extra("scale", scale))
+    }
+
+    fn needs_label_stats(&self) -> bool {
+        self.rule.needs_label_stats()
+    }
+
+    fn observe_label_stats(&mut self, stats: &[LabelStats]) -> Result<()> {
+        self.rule.observe_label_stats(stats)
     }
 
     fn state(&self) -> Result<BalancerState> {
@@ -317,7 +431,7 @@ impl LossBalancer for LossNorm {
 balance_core::register_balancer! {
     name: NAME,
     config: LossNormConfig,
-    summary: "Divide each loss by a detached scale (initial loss or running EMA) so scales compare.",
+    summary: "Divide each loss by a detached scale (initial loss, running EMA or the label prior) so scales compare.",
     kind: LossWeighting,
     paper: "- (industry practice; cf. Chen et al., GradNorm, ICML 2018, loss ratios)",
 }
@@ -359,6 +473,126 @@ mod tests {
     fn zero_loss_is_floored_by_eps() {
         let mut rule = LossNormConfig::default().rule(1).unwrap();
         assert_eq!(rule.update(&[0.0]), vec![1e12]);
+    }
+
+    fn prior(prior_steps: Option<u64>, prior_loss: Option<Vec<f64>>) -> LossNormConfig {
+        LossNormConfig {
+            scale: ScaleKind::Prior,
+            prior_steps,
+            prior_loss,
+            ..Default::default()
+        }
+    }
+
+    fn entropy(p: f64) -> f64 {
+        -(p * p.ln()) - (1.0 - p) * (1.0 - p).ln()
+    }
+
+    #[test]
+    fn prior_scale_is_the_label_entropy_pooled_over_the_warmup() {
+        let mut rule = prior(Some(2), None).rule(2).unwrap();
+        assert!(rule.needs_label_stats());
+        assert!(rule.prior_losses().is_err());
+        rule.observe_label_stats(&[LabelStats::binary(1000, 299), LabelStats::binary(1000, 4)])
+            .unwrap();
+        rule.observe_label_stats(&[LabelStats::binary(1000, 301), LabelStats::binary(1000, 6)])
+            .unwrap();
+        assert!(!rule.needs_label_stats());
+        let expected = [entropy(600.5 / 2001.0), entropy(10.5 / 2001.0)];
+        let w = rule.update(&[0.69, 0.69]);
+        for t in 0..2 {
+            assert!((w[t] - 1.0 / expected[t]).abs() < 1e-9, "{w:?}");
+        }
+        // The losses do not move the weights.
+        assert_eq!(rule.update(&[0.1, 0.01]), w);
+    }
+
+    #[test]
+    fn given_prior_needs_no_labels_and_missing_prior_is_a_clear_error() {
+        let mut rule = prior(None, Some(vec![0.5, 0.25])).rule(2).unwrap();
+        assert!(!rule.needs_label_stats());
+        assert_eq!(rule.update(&[3.0, 3.0]), vec![2.0, 4.0]);
+        let m = prior(None, None)
+            .rule(2)
+            .unwrap()
+            .prior_losses()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("observe_label_stats") && m.contains("prior_loss"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn prior_fields_are_checked() {
+        let m = error(prior(Some(0), None));
+        assert!(
+            m.contains("field `prior_steps` = 0, expected an integer >= 1"),
+            "{m}"
+        );
+        let m = error(prior(None, Some(vec![0.5, -1.0])));
+        assert!(m.contains("field `prior_loss[1]` = -1"), "{m}");
+        let m = error(LossNormConfig {
+            prior_steps: Some(5),
+            ..Default::default()
+        });
+        assert!(
+            m.contains("field `prior_steps` = 5, expected no such field unless scale = \"prior\""),
+            "{m}"
+        );
+        let m = error(LossNormConfig {
+            decay: Some(0.9),
+            ..prior(None, None)
+        });
+        assert!(
+            m.contains("field `decay` = 0.9, expected no such field with scale = \"prior\""),
+            "{m}"
+        );
+        let c: LossNormConfig =
+            serde_json::from_str(r#"{"scale": "prior", "prior_steps": 3}"#).unwrap();
+        assert_eq!(c, prior(Some(3), None));
+    }
+
+    #[test]
+    fn prior_state_round_trips() {
+        let mut rule = prior(Some(3), None).rule(1).unwrap();
+        rule.observe_label_stats(&[LabelStats::binary(100, 7)])
+            .unwrap();
+        let mut restored = prior(Some(3), None).rule(1).unwrap();
+        let json = serde_json::to_string(rule.state()).unwrap();
+        restored
+            .set_state(serde_json::from_str(&json).unwrap())
+            .unwrap();
+        assert_eq!(restored, rule);
+        // A state without a prior does not fit a prior rule.
+        let plain = LossNormConfig::default().rule(1).unwrap();
+        assert!(restored.set_state(plain.state().clone()).is_err());
+    }
+
+    proptest! {
+        /// Scale invariance: multiplying a task's loss and its prior by c > 0 leaves its weighted loss
+        /// `w_i L_i` unchanged.
+        #[test]
+        fn prior_scale_is_unit_free(
+            prior_loss in proptest::collection::vec(0.01f64..5.0, 2..5),
+            loss_factor in 0.1f64..3.0,
+            c in 0.001f64..1000.0,
+        ) {
+            let n = prior_loss.len();
+            let losses: Vec<f64> = prior_loss.iter().map(|p| p * loss_factor).collect();
+            let mut plain = prior(None, Some(prior_loss.clone())).rule(n).unwrap();
+            let scaled_prior: Vec<f64> = prior_loss.iter().map(|p| p * c).collect();
+            let mut scaled = prior(None, Some(scaled_prior)).rule(n).unwrap();
+            let w = plain.update(&losses);
+            let scaled_losses: Vec<f64> = losses.iter().map(|l| l * c).collect();
+            let ws = scaled.update(&scaled_losses);
+            for i in 0..n {
+                let (a, b) = (w[i] * losses[i], ws[i] * scaled_losses[i]);
+                prop_assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{} vs {}", a, b);
+                prop_assert!(w[i].is_finite() && w[i] > 0.0);
+            }
+        }
     }
 
     #[test]
