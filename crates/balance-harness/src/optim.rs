@@ -237,6 +237,16 @@ impl FlatAdam {
             })
             .collect::<std::result::Result<Vec<_>, tch::TchError>>()
             .map_err(|e| HarnessError::Optimizer(format!("reading the gradients: {e}")))?;
+        // Checked here, not left to libtorch: tch 0.24's fallible ops that take a Scalar (lerp_,
+        // mul_scalar...) panic instead of returning the error (the Scalar's Drop reads it first).
+        let numel: usize = grads.iter().map(Tensor::numel).sum();
+        if numel != self.flat.numel() || self.exp_avg.numel() != self.flat.numel() {
+            return Err(HarnessError::Optimizer(format!(
+                "{numel} gradient values and {} first moments for {} parameters",
+                self.exp_avg.numel(),
+                self.flat.numel()
+            )));
+        }
         let c = self.config;
         self.step += 1;
         let t = i32::try_from(self.step).unwrap_or(i32::MAX);
@@ -411,6 +421,12 @@ mod tests {
         assert!(
             err.to_string().contains("restoring the optimizer state"),
             "{err}"
+        );
+        // A step with them is an error too, not a panic inside libtorch.
+        let err = opt.step().unwrap_err();
+        assert!(
+            matches!(&err, HarnessError::Optimizer(m) if m.contains("5 first moments for 2 parameters")),
+            "{err:?}"
         );
     }
 
