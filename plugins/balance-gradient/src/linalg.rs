@@ -214,12 +214,14 @@ pub fn minimize_on_simplex(
             .iter()
             .zip(&x)
             .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-        if f_candidate > fx {
-            // Monotone restart: drop the momentum and step from x itself. A second restart in a row means
-            // no step from x decreases f any more in floating point (x is within ~sqrt(eps) of the
-            // minimiser; [`polish_on_face`] takes it further with gradients only).
-            if restarted || moved <= solver.tol {
-                return (x, iter + 1);
+        // A step that does not move (or does not descend) only proves convergence when it was taken from
+        // x itself: from the extrapolated y, the projection can land back on x's vertex while x is not
+        // optimal. So the first such step restarts (drops the momentum, steps from x); a second one in a
+        // row means no step from x decreases f any more in floating point (x is within ~sqrt(eps) of
+        // the minimiser; [`polish_on_face`] takes it further with gradients only).
+        if f_candidate > fx || moved <= solver.tol {
+            if restarted {
+                return (if f_candidate < fx { candidate } else { x }, iter + 1);
             }
             y = x.clone();
             t = 1.0;
@@ -238,9 +240,6 @@ pub fn minimize_on_simplex(
         fx = f_candidate;
         t = t_next;
         step *= 1.5;
-        if moved <= solver.tol {
-            return (x, iter + 1);
-        }
     }
     (x, solver.max_iter)
 }

@@ -239,6 +239,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn iterative_solver_does_not_stop_on_a_vertex_reached_by_momentum() {
+        // Found by proptest in CI: FISTA's extrapolated point left the simplex, its projection fell back on
+        // the vertex (1, 0) and the solver took "did not move" for convergence. The two-task closed form
+        // a1 = (G22 - G12) / (G11 + G22 - 2 G12) puts the optimum inside, at a1 = 0.99772015...
+        let g = vec![
+            vec![
+                0.49085325796476376,
+                -0.6037547331334426,
+                0.0,
+                -0.10588128861730216,
+                0.43780964675735184,
+                -0.12036963070811846,
+            ],
+            vec![
+                0.47507182317495883,
+                -0.4709086625451376,
+                0.4036516817207044,
+                0.4756615510755374,
+                0.964262677643352,
+                0.576493796115157,
+            ],
+        ];
+        let gram = gram_of(&g);
+        let closed = (gram[1][1] - gram[0][1]) / (gram[0][0] + gram[1][1] - 2.0 * gram[0][1]);
+        let iterative = min_norm_iterative(&gram, &[0.5, 0.5], SimplexSolver::default());
+        assert!(
+            (iterative[0] - closed).abs() < 1e-12,
+            "{iterative:?} vs {closed}"
+        );
+        assert!(
+            closed < 0.999,
+            "the optimum must be interior for this test to mean anything"
+        );
+    }
+
     proptest! {
         #[test]
         fn min_norm_satisfies_kkt_and_beats_random_points(
