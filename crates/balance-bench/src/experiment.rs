@@ -1,6 +1,8 @@
 //! What to compare: datasets, models, balancers, seeds and training settings, from flags or a TOML file.
 
 use balance::BalancerSpec;
+
+use crate::label::{Labeled, LabeledSpec};
 use balance_harness::data::census::CensusTask;
 use serde::{Deserialize, Serialize};
 
@@ -83,7 +85,7 @@ pub struct Experiment {
     pub models: Vec<ModelKind>,
     /// Balancers to compare (empty: every registered balancer with its defaults). `static` is always
     /// added as the baseline when missing.
-    pub balancers: Vec<BalancerSpec>,
+    pub balancers: Vec<LabeledSpec>,
     /// Seeds per (dataset, model, balancer); seeds change initialisation, shuffling and dropout.
     pub seeds: usize,
     /// Epochs per run (default 3: DWA keeps equal weights for two epochs, so a shorter run cannot show it).
@@ -186,29 +188,31 @@ impl Experiment {
             return bad("threads", self.threads.to_string(), "at least 1");
         }
         parse_device(&self.device)?;
+        self.resolved_balancers()?;
         Ok(())
     }
 
-    /// The balancers to run, `static` first (added when missing).
-    pub fn resolved_balancers(&self) -> anyhow::Result<Vec<BalancerSpec>> {
-        let mut specs = if self.balancers.is_empty() {
+    /// The balancers to run with their unique labels (see [`crate::label`]), `static` first (the first
+    /// static config is the baseline; the default one is added when there is none).
+    pub fn resolved_balancers(&self) -> anyhow::Result<Vec<Labeled>> {
+        let mut specs: Vec<LabeledSpec> = if self.balancers.is_empty() {
             balance::registry()?
                 .names()
                 .into_iter()
-                .map(BalancerSpec::from_name)
+                .map(|name| BalancerSpec::from_name(name).map(LabeledSpec::from))
                 .collect::<Result<Vec<_>, _>>()?
         } else {
             self.balancers.clone()
         };
-        match specs.iter().position(|s| s.method() == "static") {
+        match specs.iter().position(|s| s.spec.method() == "static") {
             Some(0) => {}
             Some(i) => {
                 let baseline = specs.remove(i);
                 specs.insert(0, baseline);
             }
-            None => specs.insert(0, BalancerSpec::from_name("static")?),
+            None => specs.insert(0, BalancerSpec::from_name("static")?.into()),
         }
-        Ok(specs)
+        crate::label::assign(&specs)
     }
 }
 
@@ -244,7 +248,7 @@ mod tests {
             .resolved_balancers()
             .unwrap()
             .iter()
-            .map(|b| b.method())
+            .map(|b| b.spec.method())
             .collect();
         assert_eq!(methods, vec!["static", "loss_norm", "loss_norm"]);
     }
@@ -259,7 +263,7 @@ mod tests {
             .resolved_balancers()
             .unwrap()
             .iter()
-            .map(|b| b.method())
+            .map(|b| b.spec.method())
             .collect();
         assert_eq!(methods, vec!["static", "loss_norm"]);
     }

@@ -11,10 +11,12 @@
 //! }
 //! ```
 
+pub mod atomic;
 pub mod census_fetch;
 pub mod compare;
 pub mod experiment;
 pub mod export;
+pub mod label;
 pub mod plot;
 pub mod report;
 pub mod runner;
@@ -26,7 +28,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use balance::BalancerSpec;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::experiment::{DatasetKind, Experiment, ModelKind};
@@ -83,9 +84,10 @@ pub struct RunArgs {
     /// Model (repeatable).
     #[arg(long = "model", value_enum)]
     pub models: Vec<ModelKind>,
-    /// Balancer: a name, a JSON list of static weights, or a JSON map with `method` (repeatable).
+    /// Balancer: a name, a JSON list of static weights, or a JSON map with `method` (and optionally
+    /// `label`), optionally prefixed `LABEL=` (repeatable).
     #[arg(long = "balancer")]
-    pub balancers: Vec<BalancerSpec>,
+    pub balancers: Vec<label::LabeledSpec>,
     /// Seeds per configuration.
     #[arg(long)]
     pub seeds: Option<usize>,
@@ -312,22 +314,8 @@ fn compare_balancers(args: &RunArgs, out: &mut dyn Write) -> Result<()> {
     }
     export::Markdown.write_to(&report, out)?;
     if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        for exporter in export::all() {
-            let path = dir.join(format!("report.{}", exporter.extension()));
-            let mut file = std::io::BufWriter::new(
-                std::fs::File::create(&path)
-                    .with_context(|| format!("creating {}", path.display()))?,
-            );
-            exporter.write(&report, &mut file)?;
-            file.flush()?;
-        }
-        plot::write_all(&report, dir)?;
-        writeln!(
-            out,
-            "\nwrote report.json, report.md, report.csv and plots to {}",
-            dir.display()
-        )?;
+        let written = export::write_all(&report, dir)?;
+        writeln!(out, "\nwrote {} files to {}", written.len(), dir.display())?;
     }
     Ok(())
 }

@@ -190,7 +190,8 @@ pub fn interval_chart(title: &str, groups: &[IntervalGroup]) -> String {
 
 /// Writes, per (dataset, model): `quality-*.svg`, and per balancer (first seed) `weights-*.svg` and
 /// `losses-*.svg`.
-pub fn write_all(report: &Report, dir: &Path) -> Result<()> {
+pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    crate::atomic::create_dir(dir)?;
     let mut keys: Vec<(String, String)> = Vec::new();
     for r in &report.runs {
         let k = (r.dataset.clone(), r.model.clone());
@@ -209,8 +210,12 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<()> {
             .filter(|q| &q.dataset == dataset && &q.model == model)
             .collect();
         let mut groups: Vec<IntervalGroup> = Vec::new();
-        for q in &rows {
-            let point = (q.balancer.clone(), q.value.mean, q.value.low, q.value.high);
+        for q in rows
+            .iter()
+            .filter(|q| q.metric == "auc" || q.metric == "mse")
+        {
+            let Some(v) = q.value else { continue };
+            let point = (q.balancer.clone(), v.mean, v.low, v.high);
             match groups.iter_mut().find(|g| g.0 == q.task) {
                 Some(g) => g.1.push(point),
                 None => groups.push((q.task.clone(), vec![point])),
@@ -230,10 +235,7 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<()> {
             .filter(|w| &w.dataset == dataset && &w.model == model)
         {
             let Some(run) = report.runs.iter().find(|r| {
-                &r.dataset == dataset
-                    && &r.model == model
-                    && r.seed == 0
-                    && (r.method == w.balancer || r.balancer == w.balancer)
+                &r.dataset == dataset && &r.model == model && r.seed == 0 && r.label == w.balancer
             }) else {
                 continue;
             };
@@ -276,5 +278,5 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<()> {
             )?;
         }
     }
-    Ok(())
+    Ok(Vec::new())
 }

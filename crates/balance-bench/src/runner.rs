@@ -16,7 +16,8 @@ use balance_harness::{Mmoe, MmoeConfig, MultiTaskModel};
 use tch::{nn, Device, Tensor};
 
 use crate::experiment::{parse_device, DatasetKind, Experiment, ModelKind};
-use crate::report::{Report, RunResult, SeriesMeans};
+use crate::label::Labeled;
+use crate::report::{DataSummary, MemoryResult, Report, RunResult, SeriesMeans, TaskSummary};
 
 /// Steps between two recorded points of the weight and loss trajectories.
 const TRAJECTORY_EVERY: u64 = 4;
@@ -273,9 +274,10 @@ fn run_one(
     model_kind: ModelKind,
     train: &Dataset,
     eval: &Dataset,
-    spec: &BalancerSpec,
+    balancer: &Labeled,
     seed: u64,
 ) -> Result<RunResult> {
+    let spec = &balancer.spec;
     let mut trainer = build_trainer(experiment, device, model_kind, train, spec, seed)?;
     let mut recorder = Recorder::default();
     let start = Instant::now();
@@ -291,6 +293,7 @@ fn run_one(
         dataset: dataset.name().into(),
         model: model_kind.name().into(),
         balancer: spec.to_string(),
+        label: balancer.label.clone(),
         method: spec.method().into(),
         seed,
         tasks: train.tasks.iter().map(|t| t.name.clone()).collect(),
@@ -305,7 +308,6 @@ fn run_one(
     })
 }
 
-/// Runs the whole experiment.
 /// The tasks a model trains on: ESMM takes the first two (binary) tasks, other models all of them.
 fn model_data(model: ModelKind, (train, eval): (Dataset, Dataset)) -> Result<(Dataset, Dataset)> {
     if model != ModelKind::Esmm {
@@ -326,6 +328,49 @@ fn model_data(model: ModelKind, (train, eval): (Dataset, Dataset)) -> Result<(Da
     Ok((first_tasks(&train, 2)?, first_tasks(&eval, 2)?))
 }
 
+/// Summarises the data of one (dataset, model): rows, tasks, positive rates.
+pub fn summarise(
+    dataset: DatasetKind,
+    model: ModelKind,
+    train: &Dataset,
+    eval: &Dataset,
+) -> Result<DataSummary> {
+    let column_sums = |data: &Dataset| -> Result<Vec<f64>> {
+        let sums = data
+            .examples
+            .labels
+            .f_to_kind(tch::Kind::Double)?
+            .f_sum_dim_intlist(0, false, tch::Kind::Double)?;
+        Ok(Vec::<f64>::try_from(&sums)?)
+    };
+    let rows = |data: &Dataset| data.examples.labels.size().first().copied().unwrap_or(0) as u64;
+    let (train_rows, eval_rows) = (rows(train), rows(eval));
+    let (train_sums, eval_sums) = (column_sums(train)?, column_sums(eval)?);
+    let tasks = train
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(t, task)| {
+            let binary = task.kind == TaskKind::Binary;
+            let rate = |sum: f64, n: u64| (binary && n > 0).then(|| sum / n as f64);
+            TaskSummary {
+                name: task.name.clone(),
+                kind: if binary { "binary" } else { "regression" }.into(),
+                train_positive_rate: rate(train_sums[t], train_rows),
+                eval_positives: binary.then(|| eval_sums[t].round() as u64),
+                eval_positive_rate: rate(eval_sums[t], eval_rows),
+            }
+        })
+        .collect();
+    Ok(DataSummary {
+        dataset: dataset.name().into(),
+        model: model.name().into(),
+        train_rows,
+        eval_rows,
+        tasks,
+    })
+}
+
 /// Runs the whole experiment: every run in this process (so step-time ratios share one process), then
 /// one memory probe per (dataset, model, balancer) in a child process each.
 pub fn run(experiment: &Experiment, progress: &mut dyn Progress) -> Result<Report> {
@@ -339,7 +384,8 @@ pub fn run(experiment: &Experiment, progress: &mut dyn Progress) -> Result<Repor
         * (experiment.seeds + 1)) as u64;
     progress.start(total);
     let mut runs = Vec::new();
-    let mut memory = Vec::new();
+    let mut memory: Vec<MemoryResult> = Vec::new();
+    let mut data = Vec::new();
     for &dataset in &experiment.datasets {
         let loaded = load_dataset(dataset, experiment)?;
         for &model in &experiment.models {
@@ -351,6 +397,7 @@ pub fn run(experiment: &Experiment, progress: &mut dyn Progress) -> Result<Repor
                 ),
             )
             .with_context(|| format!("dataset `{}`", dataset.name()))?;
+            data.push(summarise(dataset, model, &train, &eval)?);
             for seed in 0..experiment.seeds as u64 {
                 for spec in &balancers {
                     let result = run_one(
@@ -361,14 +408,14 @@ pub fn run(experiment: &Experiment, progress: &mut dyn Progress) -> Result<Repor
                             "{} / {} / {} / seed {seed}",
                             dataset.name(),
                             model.name(),
-                            spec
+                            spec.label
                         )
                     })?;
                     progress.finished(&format!(
                         "{} {} {} seed {seed}",
                         dataset.name(),
                         model.name(),
-                        spec.method()
+                        spec.label
                     ));
                     runs.push(result);
                 }
@@ -378,19 +425,19 @@ pub fn run(experiment: &Experiment, progress: &mut dyn Progress) -> Result<Repor
                     experiment: experiment.clone(),
                     dataset,
                     model,
-                    balancer: spec.clone(),
+                    balancer: spec.spec.clone(),
                 };
                 memory.push((
                     dataset.name().to_string(),
                     model.name().to_string(),
-                    spec.to_string(),
+                    spec.label.clone(),
                     measure_memory(&probe),
                 ));
                 progress.finished(&format!(
                     "{} {} {} memory",
                     dataset.name(),
                     model.name(),
-                    spec.method()
+                    spec.label
                 ));
             }
         }
@@ -398,6 +445,8 @@ pub fn run(experiment: &Experiment, progress: &mut dyn Progress) -> Result<Repor
     Ok(Report::new(
         experiment.clone(),
         device_name(device),
+        &balancers,
+        data,
         runs,
         &memory,
     ))
