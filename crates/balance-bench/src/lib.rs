@@ -14,6 +14,7 @@
 pub mod atomic;
 pub mod census_fetch;
 pub mod compare;
+pub mod document;
 pub mod experiment;
 pub mod export;
 pub mod label;

@@ -88,6 +88,7 @@ fn run_writes_every_export_and_compare_reads_them() {
             path.display()
         );
     }
+    assert_exports_parse(&out_dir);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
             .unwrap();
@@ -118,6 +119,66 @@ fn run_writes_every_export_and_compare_reads_them() {
         "{}",
         text(&out.stdout)
     );
+}
+
+/// Every export in `dir` parses: the HTML as XML with its figures inline and no network reference, every
+/// SVG as XML, every PNG as an image of plausible size; one forest plot per (task, metric) and weight
+/// and loss bands per balancer.
+fn assert_exports_parse(dir: &std::path::Path) {
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&html, options).unwrap();
+    let svgs = doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "svg")
+        .count();
+    assert_eq!(svgs, 3 * 4 + 2 * 2, "inline figures in report.html"); // forests + bands
+    for external in ["src=\"http", "href=\"http", "<script", "<link"] {
+        assert!(!html.contains(external), "{external} in report.html");
+    }
+    assert!(html.contains("Verdict against the baseline") && html.contains("grad_norm"));
+    let plots: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("plots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let named = |prefix: &str, ext: &str| {
+        plots
+            .iter()
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_str().unwrap();
+                name.starts_with(prefix) && name.ends_with(ext)
+            })
+            .count()
+    };
+    assert_eq!(named("forest-cascade-mmoe-", ".svg"), 3 * 4);
+    assert_eq!(named("forest-cascade-mmoe-", ".png"), 3 * 4);
+    assert_eq!(named("weights-cascade-mmoe-grad_norm", ".png"), 1);
+    assert_eq!(named("losses-cascade-mmoe-static", ".svg"), 1);
+    for path in &plots {
+        let bytes = std::fs::read(path).unwrap();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("svg") => {
+                roxmltree::Document::parse(std::str::from_utf8(&bytes).unwrap())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+            Some("png") => {
+                let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+                    .read_info()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+                let info = reader.next_frame(&mut buf).unwrap();
+                assert!(
+                    info.width >= 600 && info.height >= 100,
+                    "{}",
+                    path.display()
+                );
+            }
+            other => panic!("unexpected file {} ({other:?})", path.display()),
+        }
+    }
 }
 
 #[test]

@@ -49,6 +49,8 @@ pub struct Section {
 pub enum Block {
     /// A paragraph of plain text.
     Paragraph(String),
+    /// A bulleted list of plain-text items.
+    List(Vec<String>),
     /// A highlighted caveat (e.g. too few seeds, a figure that could not be drawn).
     Warning(String),
     /// A table.
@@ -223,6 +225,13 @@ fn write_block(out: &mut String, b: &Block) {
     match b {
         Block::Paragraph(t) => {
             let _ = writeln!(out, "<p>{}</p>", escape(t));
+        }
+        Block::List(items) => {
+            out.push_str("<ul>\n");
+            for item in items {
+                let _ = writeln!(out, "<li>{}</li>", escape(item));
+            }
+            out.push_str("</ul>\n");
         }
         Block::Warning(t) => {
             let _ = writeln!(
@@ -441,6 +450,7 @@ mod tests {
                     blocks: vec![
                         Block::Paragraph("a < b && c > d".into()),
                         Block::Warning("only 2 seeds".into()),
+                        Block::List(vec!["x < y".into(), "z & w".into()]),
                         Block::Table(Table {
                             caption: Some("Paired <diffs>".into()),
                             header: vec!["balancer".into(), "Δ".into()],
@@ -510,6 +520,8 @@ mod tests {
             "a&b",
             "grad_norm(progress=prior)",
             "Δ <loss> & co",
+            "x < y",
+            "z & w",
         ] {
             assert!(text.contains(want), "missing {want:?}");
         }
