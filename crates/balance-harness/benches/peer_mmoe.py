@@ -1,4 +1,4 @@
-"""The eager-PyTorch peer of GUIDE section 5: the same MMoE, static weights, Adam, 2 threads.
+"""The eager-PyTorch peer of the harness's benchmark MMoE (4 experts [64, 32], towers [32]): the same model, static weights, Adam, 2 threads.
 
 Alone, prints one line per batch size: `<batch> <median ms/step>`
 (.venv/bin/python crates/balance-harness/benches/peer_mmoe.py). With `serve`, benches/throughput.rs drives it

@@ -29,7 +29,7 @@
 //!
 //! ## What it costs
 //!
-//! `cargo bench -p balance-gradnorm --bench step_cost` on the MMoE of GUIDE section 5 (4 experts `[64, 32]`,
+//! `cargo bench -p balance-gradnorm --bench step_cost` on the benchmark MMoE (4 experts `[64, 32]`,
 //! towers `[32]`, 8 dense + 4 categorical features, 3 cascading binary tasks, Adam), 2 threads, this
 //! project's 2-core CPU machine; step time = zero_grad + forward + losses + balancer backward + Adam step,
 //! median of 120 steps with every config interleaved step by step in one process; peak = resident-set

@@ -1,6 +1,6 @@
 //! The plugin replays the PyTorch reference trajectories of fixtures/gradnorm_reference.json, produced by
-//! fixtures/make_gradnorm_fixture.py (GUIDE section 3's GradNorm with create_graph=True and a second-order
-//! backward, torch 2.11.0, float64): same network, batches and SGD, every step's weights compared.
+//! fixtures/make_gradnorm_fixture.py (GradNorm as the reference recommender framework runs it:
+//! create_graph=True and a second-order backward, torch 2.11.0, float64): same network, batches and SGD, every step's weights compared.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
