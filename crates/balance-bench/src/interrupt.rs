@@ -15,6 +15,23 @@ pub const EXIT_CODE: u8 = 130;
 /// Set by the first signal.
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 
+/// Ends the process at once with [`EXIT_CODE`], from the signal thread while the main thread may be inside
+/// libtorch. `std::process::exit` would run libtorch's static destructors under the running main thread
+/// (observed: a segfault, exit 139), and the workspace forbids the `unsafe` of `libc::_exit`; so on Unix
+/// the process image is replaced by `sh -c 'exit 130'` (exec ends every thread, runs no destructor, and
+/// keeps the process id, so the parent sees code 130). Where exec fails, `std::process::exit`. This is the
+/// library's only process exit: it runs on the signal thread, where no error can be returned to anyone.
+fn exit_now() -> ! {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let _ = std::process::Command::new("/bin/sh")
+            .args(["-c", &format!("exit {EXIT_CODE}")])
+            .exec();
+    }
+    std::process::exit(i32::from(EXIT_CODE))
+}
+
 /// Whether the handler was installed (and the installation's error, kept as text).
 static INSTALLED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
 
@@ -25,10 +42,8 @@ pub fn install() -> Result<()> {
     let result = INSTALLED.get_or_init(|| {
         ctrlc::set_handler(|| {
             if REQUESTED.swap(true, Ordering::SeqCst) {
-                // The user asked twice: stop now. This is the only process exit in the library, and it
-                // runs on the signal thread, where no error can be returned to anyone.
                 eprintln!("interrupted again: exiting now");
-                std::process::exit(i32::from(EXIT_CODE));
+                exit_now();
             }
             eprintln!(
                 "interrupting: finishing the current training chunk (press Ctrl-C again to exit now)"
