@@ -17,11 +17,13 @@ pub mod compare;
 pub mod document;
 pub mod experiment;
 pub mod export;
+pub mod interrupt;
 pub mod label;
 pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod stats;
+pub mod store;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -127,10 +129,11 @@ pub struct RunArgs {
     /// `auto`, `cpu` or `cuda:N`.
     #[arg(long)]
     pub device: Option<String>,
-    /// Write report.json, report.md, report.csv and SVG plots into this folder.
-    #[arg(long)]
+    /// Write report.json, report.md, report.csv and SVG plots into this folder, and keep every finished
+    /// run in DIR/runs: rerunning the same command (e.g. after Ctrl-C) resumes, skipping stored runs.
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// No progress bar.
+    /// No progress bar and no progress lines.
     #[arg(long)]
     pub quiet: bool,
 }
@@ -196,7 +199,7 @@ pub enum ListFormat {
 }
 
 /// Runs the CLI on the process arguments, prints errors with their cause chain, and returns the exit code
-/// (0 on success, 1 on error, 2 on bad usage).
+/// (0 on success, 1 on error, 2 on bad usage, 130 when a signal interrupted `run`).
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(PROBE_COMMAND) {
@@ -216,6 +219,10 @@ pub fn main() -> ExitCode {
     match run(cli, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            if let Some(interrupted) = err.downcast_ref::<interrupt::Interrupted>() {
+                eprintln!("{interrupted}");
+                return ExitCode::from(interrupt::EXIT_CODE);
+            }
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
@@ -280,45 +287,142 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     }
 }
 
-/// A progress bar on stderr, hidden when stderr is not a terminal or `--quiet`.
-struct Bar(Option<indicatif::ProgressBar>);
+/// How progress shows on stderr: a bar on a terminal, one line per finished run elsewhere, nothing with
+/// `--quiet`.
+enum Shown {
+    Quiet,
+    Bar(indicatif::ProgressBar),
+    Lines,
+}
 
-impl runner::Progress for Bar {
-    fn start(&mut self, total: u64) {
-        if let Some(bar) = &self.0 {
-            bar.set_length(total);
+impl Shown {
+    fn new(quiet: bool) -> Self {
+        if quiet {
+            return Self::Quiet;
         }
+        if !std::io::stderr().is_terminal() {
+            return Self::Lines;
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{bar:30} {percent}% ETA {eta} {msg}")
+        {
+            bar.set_style(style);
+        }
+        Self::Bar(bar)
     }
-    fn finished(&mut self, label: &str) {
-        if let Some(bar) = &self.0 {
-            bar.set_message(label.to_string());
-            bar.inc(1);
+
+    fn clear(&self) {
+        if let Self::Bar(bar) = self {
+            bar.finish_and_clear();
         }
     }
 }
 
+fn run_name(at: &runner::At<'_>) -> String {
+    format!("{}/{}/{} seed {}", at.dataset, at.model, at.label, at.seed)
+}
+
+impl runner::Progress for Shown {
+    fn start(&mut self, plan: &runner::Plan) {
+        let resuming = format!(
+            "resuming: {} of {} runs found in the run store",
+            plan.stored_runs, plan.runs
+        );
+        match self {
+            Self::Quiet => {}
+            Self::Bar(bar) => {
+                bar.set_length(plan.steps);
+                bar.set_position(plan.stored_steps);
+                bar.reset_eta();
+                if plan.stored_runs > 0 {
+                    bar.println(resuming);
+                }
+            }
+            Self::Lines => {
+                if plan.stored_runs > 0 {
+                    eprintln!("{resuming}");
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, at: &runner::At<'_>) {
+        if let Self::Bar(bar) = self {
+            bar.inc(1);
+            bar.set_message(format!(
+                "{} · epoch {}/{} step {}/{} · run {}/{}",
+                run_name(at),
+                at.epoch,
+                at.epochs,
+                at.step,
+                at.steps_per_epoch,
+                at.run,
+                at.runs
+            ));
+        }
+    }
+
+    fn finished(&mut self, at: &runner::At<'_>, seconds: f64) {
+        if let Self::Lines = self {
+            eprintln!(
+                "[{}/{}] {} done in {seconds:.1} s",
+                at.run,
+                at.runs,
+                run_name(at)
+            );
+        }
+    }
+}
+
+/// `run`: trains (or, with `--out`, resumes) the comparison and writes its report. Installs the
+/// process's SIGINT/SIGTERM handler ([`interrupt::install`]): a signal stops it between training chunks
+/// with a partial report and an [`interrupt::Interrupted`] error.
 fn compare_balancers(args: &RunArgs, out: &mut dyn Write) -> Result<()> {
     let experiment = args.experiment()?;
-    let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        if let Ok(style) =
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} runs, {elapsed} {msg}")
-        {
-            bar.set_style(style);
+    let store = match &args.out {
+        Some(dir) => Some(store::RunStore::open(
+            dir,
+            &experiment,
+            &experiment.resolved_balancers()?,
+        )?),
+        None => None,
+    };
+    interrupt::install()?;
+    let mut progress = Shown::new(args.quiet);
+    let outcome = runner::run(
+        &experiment,
+        store.as_ref(),
+        &mut progress,
+        interrupt::flag(),
+    );
+    progress.clear();
+    let (report, interrupted) = match outcome? {
+        runner::Outcome::Finished(report) => (Some(report), None),
+        runner::Outcome::Interrupted {
+            partial,
+            finished,
+            total,
+        } => (
+            partial,
+            Some(interrupt::Interrupted {
+                finished,
+                total,
+                store: store.as_ref().map(|s| s.dir().to_path_buf()),
+            }),
+        ),
+    };
+    if let Some(report) = report {
+        export::Markdown.write_to(&report, out)?;
+        if let Some(dir) = &args.out {
+            let written = export::write_all(&report, dir)?;
+            writeln!(out, "\nwrote {} files to {}", written.len(), dir.display())?;
         }
-        bar
-    });
-    let mut progress = Bar(bar);
-    let report = runner::run(&experiment, &mut progress)?;
-    if let Some(bar) = &progress.0 {
-        bar.finish_and_clear();
     }
-    export::Markdown.write_to(&report, out)?;
-    if let Some(dir) = &args.out {
-        let written = export::write_all(&report, dir)?;
-        writeln!(out, "\nwrote {} files to {}", written.len(), dir.display())?;
+    match interrupted {
+        Some(interrupted) => Err(interrupted.into()),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn list(format: ListFormat, out: &mut dyn Write) -> Result<()> {

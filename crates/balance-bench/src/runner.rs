@@ -1,5 +1,6 @@
 //! Runs an [`Experiment`]: every (dataset, model, seed, balancer), recording metrics, weights and timings.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -18,16 +19,86 @@ use tch::{nn, Device, Tensor};
 use crate::experiment::{parse_device, DatasetKind, Experiment, ModelKind};
 use crate::label::Labeled;
 use crate::report::{DataSummary, MemoryResult, Report, RunResult, SeriesMeans, TaskSummary};
+use crate::store::RunStore;
 
 /// Steps between two recorded points of the weight and loss trajectories.
 const TRAJECTORY_EVERY: u64 = 4;
 
-/// Called after each run (for progress display).
+/// Training steps per chunk: the runner checks for an interruption between chunks.
+pub const CHUNK_STEPS: u64 = 50;
+
+/// The size of an experiment, announced once before its first run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Runs of the whole experiment.
+    pub runs: u64,
+    /// Runs found in the run store (done before this process began).
+    pub stored_runs: u64,
+    /// Training steps of the whole experiment (sum over runs of epochs × steps per epoch).
+    pub steps: u64,
+    /// Training steps of the stored runs.
+    pub stored_steps: u64,
+}
+
+/// Where training is: one step of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct At<'a> {
+    /// Dataset name.
+    pub dataset: &'a str,
+    /// Model name.
+    pub model: &'a str,
+    /// The balancer's label.
+    pub label: &'a str,
+    /// The seed.
+    pub seed: u64,
+    /// The run's place in the experiment, from 1.
+    pub run: u64,
+    /// Runs of the experiment.
+    pub runs: u64,
+    /// The epoch, from 1.
+    pub epoch: usize,
+    /// Epochs per run.
+    pub epochs: usize,
+    /// The step within the epoch, from 1.
+    pub step: u64,
+    /// Steps per epoch.
+    pub steps_per_epoch: u64,
+}
+
+/// Told how training advances (for progress display).
 pub trait Progress {
-    /// Announces the number of runs.
-    fn start(&mut self, total: u64);
-    /// One run finished.
-    fn finished(&mut self, label: &str);
+    /// Announces the experiment's size, before the first step.
+    fn start(&mut self, plan: &Plan);
+    /// One training step finished.
+    fn step(&mut self, at: &At<'_>);
+    /// A run finished (and was stored, with `--out`) after `seconds`; `at` is its last step.
+    fn finished(&mut self, at: &At<'_>, seconds: f64);
+}
+
+/// Steps per epoch of a training set of `rows` examples in batches of `batch_size`: the last, smaller
+/// batch is a step too (as in `Trainer::run_steps`).
+pub fn steps_per_epoch(rows: i64, batch_size: i64) -> u64 {
+    if rows <= 0 || batch_size <= 0 {
+        return 0;
+    }
+    (rows as u64).div_ceil(batch_size as u64)
+}
+
+/// How [`run`] ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every run finished.
+    Finished(Report),
+    /// A signal stopped it: the report of the runs that had finished (none: no report), how many of how
+    /// many. The unfinished run was discarded.
+    Interrupted {
+        /// The report of the finished runs (stored ones included), if any.
+        partial: Option<Report>,
+        /// Runs finished.
+        finished: usize,
+        /// Runs of the experiment.
+        total: usize,
+    },
 }
 
 /// Where Census-Income is cached: `$BALANCE_CACHE_DIR/census`, else `$XDG_CACHE_HOME/balance/census`,
@@ -154,6 +225,27 @@ impl Observer for Recorder {
     }
 }
 
+/// Forwards each step to the recorder and to the progress display.
+struct Tee<'a, 'b> {
+    recorder: Recorder,
+    progress: &'a mut dyn Progress,
+    at: At<'b>,
+}
+
+impl Observer for Tee<'_, '_> {
+    fn on_step(&mut self, event: &StepEvent<'_>) {
+        self.recorder.on_step(event);
+        let epoch_start = event.epoch as u64 * self.at.steps_per_epoch;
+        self.at.epoch = event.epoch + 1;
+        self.at.step = event.global_step.saturating_sub(epoch_start) + 1;
+        self.progress.step(&self.at);
+    }
+
+    fn on_epoch(&mut self, report: &EpochReport) {
+        self.recorder.on_epoch(report);
+    }
+}
+
 struct Boxed(Box<dyn MultiTaskModel>);
 
 impl MultiTaskModel for Boxed {
@@ -265,47 +357,64 @@ fn measure_memory(probe: &MemoryProbe) -> Option<f64> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
-/// Runs one (dataset, model, seed, balancer).
+/// Runs one (dataset, model, seed, balancer) in chunks of [`CHUNK_STEPS`], checking `interrupt` before
+/// each; `None` when it was set (the unfinished run is dropped).
 #[allow(clippy::too_many_arguments)]
 fn run_one(
     experiment: &Experiment,
     device: Device,
-    dataset: DatasetKind,
     model_kind: ModelKind,
-    train: &Dataset,
-    eval: &Dataset,
+    (train, eval): (&Dataset, &Dataset),
     balancer: &Labeled,
-    seed: u64,
-) -> Result<RunResult> {
+    at: At<'_>,
+    progress: &mut dyn Progress,
+    interrupt: &AtomicBool,
+) -> Result<Option<RunResult>> {
     let spec = &balancer.spec;
-    let mut trainer = build_trainer(experiment, device, model_kind, train, spec, seed)?;
-    let mut recorder = Recorder::default();
+    let mut trainer = build_trainer(experiment, device, model_kind, train, spec, at.seed)?;
+    let mut tee = Tee {
+        recorder: Recorder::default(),
+        progress,
+        at,
+    };
     let start = Instant::now();
-    trainer.run(train, eval, &mut recorder)?;
+    while !trainer.finished() {
+        if interrupt.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        trainer.run_steps(train, eval, &mut tee, CHUNK_STEPS)?;
+    }
+    let train_seconds = start.elapsed().as_secs_f64();
+    let Tee {
+        recorder,
+        progress,
+        at,
+    } = tee;
+    progress.finished(&at, train_seconds);
     let final_epoch = recorder
         .epochs
         .last()
         .cloned()
         .context("the run finished no epoch")?;
     let extras_mean = recorder.extras.means();
-    Ok(RunResult {
+    Ok(Some(RunResult {
         extras_mean,
-        dataset: dataset.name().into(),
-        model: model_kind.name().into(),
+        dataset: at.dataset.into(),
+        model: at.model.into(),
         balancer: spec.to_string(),
         label: balancer.label.clone(),
         method: spec.method().into(),
-        seed,
+        seed: at.seed,
         tasks: train.tasks.iter().map(|t| t.name.clone()).collect(),
         metrics: final_epoch.metrics,
         initial_weights: recorder.weights.first().cloned().unwrap_or_default(),
         final_weights: recorder.last_epoch_weights.clone(),
         median_step_ms: crate::stats::median(&recorder.step_seconds).unwrap_or(f64::NAN) * 1e3,
-        train_seconds: start.elapsed().as_secs_f64(),
+        train_seconds,
         trajectory_steps: recorder.trajectory_steps,
         weight_trajectory: recorder.weights,
         loss_trajectory: recorder.losses,
-    })
+    }))
 }
 
 /// The tasks a model trains on: ESMM takes the first two (binary) tasks, other models all of them.
@@ -371,85 +480,213 @@ pub fn summarise(
     })
 }
 
+/// One planned run, in report order.
+struct Planned {
+    /// Index into the loaded datasets.
+    data: usize,
+    model: ModelKind,
+    /// Index into the balancers.
+    balancer: usize,
+    seed: u64,
+    /// Training steps of the run.
+    steps: u64,
+}
+
 /// Runs the whole experiment: every run in this process (so step-time ratios share one process), then
 /// one memory probe per (dataset, model, balancer) in a child process each.
-pub fn run(experiment: &Experiment, progress: &mut dyn Progress) -> Result<Report> {
+///
+/// With a `store`, runs and probes found there are reused (not retrained) and new ones are stored as
+/// they finish; the report is the same as that of one uninterrupted run. `interrupt` is read between
+/// training chunks, runs and probes: once set, the run in progress is dropped and the outcome is
+/// [`Outcome::Interrupted`].
+pub fn run(
+    experiment: &Experiment,
+    store: Option<&RunStore>,
+    progress: &mut dyn Progress,
+    interrupt: &AtomicBool,
+) -> Result<Outcome> {
     experiment.check()?;
     tch::set_num_threads(experiment.threads);
     let device = parse_device(&experiment.device)?;
     let balancers = experiment.resolved_balancers()?;
-    let total = (experiment.datasets.len()
-        * experiment.models.len()
-        * balancers.len()
-        * (experiment.seeds + 1)) as u64;
-    progress.start(total);
-    let mut runs = Vec::new();
+    let stopped = || interrupt.load(Ordering::SeqCst);
+    let mut loaded = Vec::new();
+    for &dataset in &experiment.datasets {
+        if stopped() {
+            return Ok(Outcome::Interrupted {
+                partial: None,
+                finished: 0,
+                total: experiment.datasets.len()
+                    * experiment.models.len()
+                    * experiment.seeds
+                    * balancers.len(),
+            });
+        }
+        loaded.push((dataset, load_dataset(dataset, experiment)?));
+    }
+    let mut plan = Vec::new();
+    for (d, (_, (train, _))) in loaded.iter().enumerate() {
+        let steps = experiment.epochs as u64 * steps_per_epoch(train.len(), experiment.batch_size);
+        for &model in &experiment.models {
+            for seed in 0..experiment.seeds as u64 {
+                for balancer in 0..balancers.len() {
+                    plan.push(Planned {
+                        data: d,
+                        model,
+                        balancer,
+                        seed,
+                        steps,
+                    });
+                }
+            }
+        }
+    }
+    let mut results: Vec<Option<RunResult>> = Vec::with_capacity(plan.len());
+    for p in &plan {
+        let dataset = loaded[p.data].0.name();
+        results.push(match store {
+            Some(store) => {
+                store.load_run(dataset, p.model.name(), &balancers[p.balancer], p.seed)?
+            }
+            None => None,
+        });
+    }
+    let stored_steps = plan
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_some())
+        .map(|(p, _)| p.steps)
+        .sum();
+    progress.start(&Plan {
+        runs: plan.len() as u64,
+        stored_runs: results.iter().filter(|r| r.is_some()).count() as u64,
+        steps: plan.iter().map(|p| p.steps).sum(),
+        stored_steps,
+    });
+
     let mut memory: Vec<MemoryResult> = Vec::new();
     let mut data = Vec::new();
-    for &dataset in &experiment.datasets {
-        let loaded = load_dataset(dataset, experiment)?;
+    let mut interrupted = false;
+    let mut next = 0;
+    'groups: for (dataset, (all_train, all_eval)) in &loaded {
+        let dataset = *dataset;
         for &model in &experiment.models {
             let (train, eval) = model_data(
                 model,
                 (
-                    first_tasks(&loaded.0, loaded.0.tasks.len())?,
-                    first_tasks(&loaded.1, loaded.1.tasks.len())?,
+                    first_tasks(all_train, all_train.tasks.len())?,
+                    first_tasks(all_eval, all_eval.tasks.len())?,
                 ),
             )
             .with_context(|| format!("dataset `{}`", dataset.name()))?;
             data.push(summarise(dataset, model, &train, &eval)?);
-            for seed in 0..experiment.seeds as u64 {
-                for spec in &balancers {
-                    let result = run_one(
-                        experiment, device, dataset, model, &train, &eval, spec, seed,
-                    )
-                    .with_context(|| {
-                        format!(
-                            "{} / {} / {} / seed {seed}",
-                            dataset.name(),
-                            model.name(),
-                            spec.label
-                        )
-                    })?;
-                    progress.finished(&format!(
-                        "{} {} {} seed {seed}",
+            let group_end = next + experiment.seeds * balancers.len();
+            while next < group_end {
+                let (p, index) = (&plan[next], next);
+                next += 1;
+                if results[index].is_some() {
+                    continue;
+                }
+                if stopped() {
+                    interrupted = true;
+                    break 'groups;
+                }
+                let spec = &balancers[p.balancer];
+                let at = At {
+                    dataset: dataset.name(),
+                    model: model.name(),
+                    label: &spec.label,
+                    seed: p.seed,
+                    run: next as u64,
+                    runs: plan.len() as u64,
+                    epoch: 1,
+                    epochs: experiment.epochs,
+                    step: 0,
+                    steps_per_epoch: steps_per_epoch(train.len(), experiment.batch_size),
+                };
+                let result = run_one(
+                    experiment,
+                    device,
+                    model,
+                    (&train, &eval),
+                    spec,
+                    at,
+                    progress,
+                    interrupt,
+                )
+                .with_context(|| {
+                    format!(
+                        "{} / {} / {} / seed {}",
                         dataset.name(),
                         model.name(),
-                        spec.label
-                    ));
-                    runs.push(result);
+                        spec.label,
+                        p.seed
+                    )
+                })?;
+                let Some(result) = result else {
+                    interrupted = true;
+                    break 'groups;
+                };
+                if let Some(store) = store {
+                    store.save_run(&result)?;
                 }
+                results[index] = Some(result);
             }
             for spec in &balancers {
-                let probe = MemoryProbe {
-                    experiment: experiment.clone(),
-                    dataset,
-                    model,
-                    balancer: spec.spec.clone(),
+                let (d, m) = (dataset.name(), model.name());
+                let stored = match store {
+                    Some(store) => store.load_memory(d, m, spec)?,
+                    None => None,
                 };
-                memory.push((
-                    dataset.name().to_string(),
-                    model.name().to_string(),
-                    spec.label.clone(),
-                    measure_memory(&probe),
-                ));
-                progress.finished(&format!(
-                    "{} {} {} memory",
-                    dataset.name(),
-                    model.name(),
-                    spec.label
-                ));
+                let peak = match stored {
+                    Some(peak) => Some(peak),
+                    None => {
+                        if stopped() {
+                            interrupted = true;
+                            break 'groups;
+                        }
+                        let measured = measure_memory(&MemoryProbe {
+                            experiment: experiment.clone(),
+                            dataset,
+                            model,
+                            balancer: spec.spec.clone(),
+                        });
+                        if stopped() {
+                            // The signal may have reached the probe child too: its figure is not kept.
+                            interrupted = true;
+                            break 'groups;
+                        }
+                        if let (Some(store), Some(peak)) = (store, measured) {
+                            store.save_memory(d, m, spec, peak)?;
+                        }
+                        measured
+                    }
+                };
+                memory.push((d.to_string(), m.to_string(), spec.label.clone(), peak));
             }
         }
     }
-    Ok(Report::new(
-        experiment.clone(),
-        device_name(device),
-        &balancers,
-        data,
-        runs,
-        &memory,
-    ))
+    let total = results.len();
+    let runs: Vec<RunResult> = results.into_iter().flatten().collect();
+    let finished = runs.len();
+    let report = (!runs.is_empty()).then(|| {
+        Report::new(
+            experiment.clone(),
+            device_name(device),
+            &balancers,
+            data,
+            runs,
+            &memory,
+        )
+    });
+    Ok(match report {
+        Some(report) if !interrupted => Outcome::Finished(report),
+        partial => Outcome::Interrupted {
+            partial,
+            finished,
+            total,
+        },
+    })
 }
 
 fn device_name(device: Device) -> String {
