@@ -33,23 +33,64 @@ pub struct RunResult {
     /// Validation metrics after the last epoch.
     pub metrics: Vec<TaskMetrics>,
     /// Weights applied at the first step.
+    #[serde(deserialize_with = "nan_as_null::vec")]
     pub initial_weights: Vec<f64>,
     /// Mean of the weights applied over the last epoch (for RLW: about 1 each by construction).
+    #[serde(deserialize_with = "nan_as_null::vec")]
     pub final_weights: Vec<f64>,
     /// Median wall time of a training step, in milliseconds.
+    #[serde(deserialize_with = "nan_as_null::number")]
     pub median_step_ms: f64,
     /// Wall time of the whole run (training and evaluation), in seconds.
+    #[serde(deserialize_with = "nan_as_null::number")]
     pub train_seconds: f64,
     /// Steps at which the trajectories were recorded.
     pub trajectory_steps: Vec<u64>,
     /// Applied weights at those steps.
+    #[serde(deserialize_with = "nan_as_null::rows")]
     pub weight_trajectory: Vec<Vec<f64>>,
     /// Loss values at those steps.
+    #[serde(deserialize_with = "nan_as_null::rows")]
     pub loss_trajectory: Vec<Vec<f64>>,
     /// Each method-specific series of the step reports (`StepReport::extras`, e.g. a gradient method's
     /// `cos` or `clamped`), averaged element-wise over every step of the run.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nan_as_null::named")]
     pub extras_mean: BTreeMap<String, Vec<f64>>,
+}
+
+/// JSON has no NaN: `serde_json` writes a non-finite number as `null`. These read such a `null` back as
+/// NaN, so a stored run whose step time or an extra was undefined still restores.
+mod nan_as_null {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer};
+
+    fn value(v: Option<f64>) -> f64 {
+        v.unwrap_or(f64::NAN)
+    }
+
+    pub fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(value(Option::deserialize(d)?))
+    }
+
+    pub fn vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        let v: Vec<Option<f64>> = Deserialize::deserialize(d)?;
+        Ok(v.into_iter().map(value).collect())
+    }
+
+    pub fn rows<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f64>>, D::Error> {
+        let v: Vec<Vec<Option<f64>>> = Deserialize::deserialize(d)?;
+        Ok(v.into_iter()
+            .map(|row| row.into_iter().map(value).collect())
+            .collect())
+    }
+
+    pub fn named<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<f64>>, D::Error> {
+        let v: BTreeMap<String, Vec<Option<f64>>> = Deserialize::deserialize(d)?;
+        Ok(v.into_iter()
+            .map(|(k, row)| (k, row.into_iter().map(value).collect()))
+            .collect())
+    }
 }
 
 /// The held-out half-width of a rare task's AUC difference the bench aims at (issue 13: a user can tell a
@@ -783,5 +824,38 @@ mod tests {
         let got = means.means();
         assert_eq!(got["w"], vec![2.0, 4.0]);
         assert_eq!(got["x"], vec![5.0]);
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_run_with_undefined_numbers_restores_them_as_nan() {
+        let run = RunResult {
+            dataset: "cascade".into(),
+            model: "mmoe".into(),
+            balancer: "{\"method\":\"static\"}".into(),
+            label: "static".into(),
+            method: "static".into(),
+            seed: 0,
+            tasks: vec!["a".into()],
+            metrics: Vec::new(),
+            initial_weights: vec![1.0],
+            final_weights: vec![f64::NAN],
+            median_step_ms: f64::NAN,
+            train_seconds: 1.5,
+            trajectory_steps: vec![0],
+            weight_trajectory: vec![vec![f64::NAN]],
+            loss_trajectory: vec![vec![0.5]],
+            extras_mean: BTreeMap::from([("cos".to_string(), vec![f64::NAN, 0.25])]),
+        };
+        let json = serde_json::to_string(&run).unwrap();
+        assert!(json.contains("\"median_step_ms\":null"), "{json}");
+        let back: RunResult = serde_json::from_str(&json).unwrap();
+        assert!(back.median_step_ms.is_nan() && back.final_weights[0].is_nan());
+        assert!(back.weight_trajectory[0][0].is_nan());
+        assert!(back.extras_mean["cos"][0].is_nan() && back.extras_mean["cos"][1] == 0.25);
+        assert_eq!(
+            (back.train_seconds, back.loss_trajectory),
+            (1.5, vec![vec![0.5]])
+        );
     }
 }
