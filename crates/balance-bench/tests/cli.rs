@@ -335,3 +335,80 @@ fn data_alias_takes_a_parquet_path_and_names_a_file_that_is_not_parquet() {
         "{stderr}"
     );
 }
+
+#[test]
+fn labels_are_short_unique_and_name_the_files_while_the_json_keeps_the_config() {
+    let dir = scratch("labels");
+    let out_dir = dir.join("report");
+    let mut args = vec![
+        "run",
+        "--model",
+        "shared_bottom",
+        "--balancer",
+        r#"{"method":"loss_norm","scale":"ema","decay":0.99}"#,
+        "--balancer",
+        "hand=[1.0, 2.0, 0.5]",
+        "--balancer",
+        "loss_norm=rlw",
+        "--balancer",
+        "loss_norm",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(TINY);
+    let out = bench(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+            .unwrap();
+    let labels: Vec<(&str, &str)> = report["balancers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["label"].as_str().unwrap(),
+                b["config"]["method"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // The listed static weights are the baseline (first); a user label wins, and the derived
+    // `loss_norm` that collides with it gets `#2`.
+    assert_eq!(
+        labels,
+        [
+            ("hand", "static"),
+            ("loss_norm(decay=0.99, scale=ema)", "loss_norm"),
+            ("loss_norm", "rlw"),
+            ("loss_norm#2", "loss_norm"),
+        ]
+    );
+    assert_eq!(report["baseline"], "hand");
+    assert_eq!(report["balancers"][0]["config"]["weights"][1], 2.0);
+    assert_eq!(report["balancers"][1]["config"]["decay"], 0.99);
+    assert!(out_dir
+        .join("plots/weights-cascade-shared_bottom-loss_norm(decay=0.99,scale=ema).png")
+        .exists());
+    assert!(out_dir
+        .join("plots/weights-cascade-shared_bottom-loss_norm_2.svg")
+        .exists());
+    let markdown = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(markdown.contains("| cascade | shared_bottom | loss_norm(decay=0.99, scale=ema) | "));
+
+    for (a, b, want) in [
+        (
+            "x=loss_norm",
+            "x=grad_norm",
+            "share the label `x`: labels must be unique",
+        ),
+        (
+            "loss_norm",
+            r#"{"method":"loss_norm","scale":"initial"}"#,
+            "are the same config",
+        ),
+    ] {
+        let out = bench(&["run", "--balancer", a, "--balancer", b, "--quiet"]);
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
+    }
+}

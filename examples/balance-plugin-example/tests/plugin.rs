@@ -39,6 +39,8 @@ fn runs_in_a_tiny_comparison() {
         "mmoe",
         "--rows",
         "1200",
+        "--holdout-rows",
+        "5000",
         "--seeds",
         "1",
         "--epochs",
@@ -54,7 +56,7 @@ fn runs_in_a_tiny_comparison() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("| cascade | mmoe | fixed_then_adaptive | high_value | auc |"),
+        stdout.contains("| cascade | mmoe | fixed_then_adaptive(switch_step=3) | high_value | 0."),
         "{stdout}"
     );
 }
