@@ -166,11 +166,12 @@ pub fn fmt_interval(value: Option<Interval>) -> String {
     })
 }
 
-/// A p-value: 3 decimals, `<1e-6` below.
+/// A p-value: 3 decimals, two significant digits below 0.001, `<1e-6` below that.
 pub fn fmt_p(p: Option<f64>) -> String {
     match p {
         None => String::new(),
         Some(p) if p < 1e-6 => "<1e-6".into(),
+        Some(p) if p < 1e-3 => format!("{p:.1e}"),
         Some(p) => format!("{p:.3}"),
     }
 }
@@ -434,6 +435,14 @@ fn measurements(report: &Report) -> Section {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn p_values_keep_their_magnitude() {
+        assert_eq!(fmt_p(None), "");
+        assert_eq!(fmt_p(Some(0.04321)), "0.043");
+        assert_eq!(fmt_p(Some(0.000_123)), "1.2e-4");
+        assert_eq!(fmt_p(Some(1e-9)), "<1e-6");
+    }
 
     #[test]
     fn markdown_tables_escape_pipes_and_lists_render_as_bullets() {

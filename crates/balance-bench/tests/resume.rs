@@ -28,6 +28,11 @@ fn scratch(name: &str) -> PathBuf {
 
 /// `run` on tiny settings into `out`, with `seeds` and `epochs`.
 fn tiny_args<'a>(out: &'a Path, seeds: &'a str, epochs: &'a str) -> Vec<&'a str> {
+    run_args(out, "1500", seeds, epochs)
+}
+
+/// `run` of `static` and `loss_norm` on MMoE into `out`, with `rows` training rows, `seeds` and `epochs`.
+fn run_args<'a>(out: &'a Path, rows: &'a str, seeds: &'a str, epochs: &'a str) -> Vec<&'a str> {
     vec![
         "run",
         "--model",
@@ -35,7 +40,7 @@ fn tiny_args<'a>(out: &'a Path, seeds: &'a str, epochs: &'a str) -> Vec<&'a str>
         "--balancer",
         "loss_norm",
         "--rows",
-        "1500",
+        rows,
         "--holdout-rows",
         "2000",
         "--seeds",
@@ -151,31 +156,10 @@ fn wait_until(child: &mut std::process::Child, deadline: Instant) -> std::proces
 fn sigint_stops_cleanly_and_a_rerun_completes() {
     let dir = scratch("sigint");
     let out_dir = dir.join("out");
-    let args = [
-        "run",
-        "--model",
-        "mmoe",
-        "--balancer",
-        "loss_norm",
-        "--rows",
-        "20000",
-        "--holdout-rows",
-        "2000",
-        "--seeds",
-        "4",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "256",
-        "--threads",
-        "1",
-        "--quiet",
-        "--out",
-        out_dir.to_str().unwrap(),
-    ];
+    let args = run_args(&out_dir, "20000", "4", "3");
     let stderr_path = dir.join("stderr.txt");
     let mut child = Command::new(BIN)
-        .args(args)
+        .args(&args)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
