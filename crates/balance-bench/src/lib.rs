@@ -304,9 +304,9 @@ impl Shown {
             return Self::Lines;
         }
         let bar = indicatif::ProgressBar::new(0);
-        if let Ok(style) =
-            indicatif::ProgressStyle::with_template("{bar:30} {percent}% ETA {eta} {msg}")
-        {
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:20} {percent:>3}% ETA {eta:>4} {wide_msg}",
+        ) {
             bar.set_style(style);
         }
         Self::Bar(bar)
@@ -350,15 +350,16 @@ impl runner::Progress for Shown {
     fn step(&mut self, at: &runner::At<'_>) {
         if let Self::Bar(bar) = self {
             bar.inc(1);
+            // Most general first: a narrow terminal cuts the end of the message.
             bar.set_message(format!(
-                "{} · epoch {}/{} step {}/{} · run {}/{}",
-                run_name(at),
+                "run {}/{} · epoch {}/{} step {}/{} · {}",
+                at.run,
+                at.runs,
                 at.epoch,
                 at.epochs,
                 at.step,
                 at.steps_per_epoch,
-                at.run,
-                at.runs
+                run_name(at)
             ));
         }
     }
