@@ -278,8 +278,17 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let read = |p: &Path| -> Result<Report> {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("reading {}", p.display()))?;
-                serde_json::from_str(&text)
-                    .with_context(|| format!("{} is not a balance-bench JSON report", p.display()))
+                let not_a_report = || format!("{} is not a balance-bench JSON report", p.display());
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).with_context(not_a_report)?;
+                match value.get("version").and_then(serde_json::Value::as_u64) {
+                    Some(v) if v != u64::from(report::REPORT_VERSION) => anyhow::bail!(
+                        "{} is a version-{v} report; this balance-bench reads version {} (rerun the comparison, or compare with the binary that wrote it)",
+                        p.display(),
+                        report::REPORT_VERSION
+                    ),
+                    _ => serde_json::from_value(value).with_context(not_a_report),
+                }
             };
             compare::write(&read(&old)?, &read(&new)?, out)
         }

@@ -237,6 +237,15 @@ fn bad_experiment_file_names_the_file_and_the_field() {
         "{}",
         text(&out.stderr)
     );
+    let old = dir.join("old.json");
+    std::fs::write(&old, r#"{"version": 1, "quality": []}"#).unwrap();
+    let out = bench(&["compare", old.to_str().unwrap(), old.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is a version-1 report; this balance-bench reads version 2"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
