@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use balance_plot::html::{Block, Cell, Emphasis, HtmlReport, Section, Table};
 
-use crate::report::{QualityRow, Report, Verdict};
+use crate::report::{first_seen, QualityRow, Report, Verdict};
 use crate::stats::Interval;
 
 /// The document's title.
@@ -150,13 +150,7 @@ pub fn data_sentences(report: &Report) -> Vec<String> {
 
 /// The metrics of the report in first-seen order.
 pub fn metric_names(report: &Report) -> Vec<&str> {
-    let mut names: Vec<&str> = Vec::new();
-    for q in &report.quality {
-        if !names.contains(&q.metric.as_str()) {
-            names.push(&q.metric);
-        }
-    }
-    names
+    first_seen(report.quality.iter().map(|q| q.metric.as_str()))
 }
 
 /// `0.8041 [0.8038, 0.8044]`, or `undefined`.

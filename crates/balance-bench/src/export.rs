@@ -97,41 +97,27 @@ impl Exporter for Html {
 
     fn write(&self, report: &Report, out: &mut dyn Write) -> Result<()> {
         let mut doc = document::document(report);
-        let figures = plot::figures(report);
-        let figure_block = |figure: &plot::Figure| -> Result<Option<Block>> {
-            match figure.plot.svg() {
-                Ok(svg) => Ok(Some(Block::Figure(Figure {
-                    caption: figure.caption.clone(),
-                    image: Image::Svg(svg),
-                }))),
-                Err(PlotError::NoData(_)) => Ok(None),
-                Err(e) => Err(e).with_context(|| format!("drawing {}", figure.stem)),
-            }
-        };
-        for section in &mut doc.sections {
-            for figure in &figures {
-                let Some(metric) = &figure.metric else {
-                    continue;
-                };
-                let higher = report
-                    .quality
-                    .iter()
-                    .find(|q| &q.metric == metric)
-                    .is_some_and(|q| q.higher_is_better);
-                if section.heading == document::quality_heading(metric, higher) {
-                    section.blocks.extend(figure_block(figure)?);
-                }
-            }
-        }
-        let mut trajectories = Vec::new();
-        for figure in figures.iter().filter(|f| f.metric.is_none()) {
-            trajectories.extend(figure_block(figure)?);
-        }
-        if !trajectories.is_empty() {
-            doc.sections.push(Section {
-                heading: "Trajectories".into(),
-                blocks: trajectories,
+        for figure in plot::figures(report) {
+            let svg = match figure.plot.svg() {
+                Ok(svg) => svg,
+                Err(PlotError::NoData(_)) => continue,
+                Err(e) => return Err(e).with_context(|| format!("drawing {}", figure.stem)),
+            };
+            let block = Block::Figure(Figure {
+                caption: figure.caption,
+                image: Image::Svg(svg),
             });
+            match doc
+                .sections
+                .iter_mut()
+                .find(|s| s.heading == figure.section)
+            {
+                Some(section) => section.blocks.push(block),
+                None => doc.sections.push(Section {
+                    heading: figure.section,
+                    blocks: vec![block],
+                }),
+            }
         }
         out.write_all(doc.to_html().as_bytes())?;
         Ok(())

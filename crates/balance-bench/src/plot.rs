@@ -9,7 +9,10 @@ use anyhow::{Context, Result};
 use balance_plot::{Band, BandPlot, ForestPlot, ForestRow, PlotError};
 
 use crate::label::slug;
-use crate::report::{Report, RunResult};
+use crate::report::{first_seen, Report, RunResult};
+
+/// The heading of the section that holds the weight and loss trajectories.
+pub const TRAJECTORIES: &str = "Trajectories";
 
 /// What a figure draws.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,9 +47,9 @@ pub struct Figure {
     /// File name without extension, safe on any file system
     /// (`forest-<dataset>-<model>-<task>-<metric>`, `weights-…-<label>`, `losses-…-<label>`).
     pub stem: String,
-    /// The metric of a forest plot (it belongs beside that metric's quality table); `None` for
-    /// trajectories.
-    pub metric: Option<String>,
+    /// The heading of the report section the figure belongs in: its metric's quality section for a
+    /// forest plot, [`TRAJECTORIES`] for weight and loss bands.
+    pub section: String,
     /// One sentence saying what is drawn.
     pub caption: String,
     /// The figure.
@@ -63,18 +66,14 @@ pub fn figures(report: &Report) -> Vec<Figure> {
 
 fn forests(report: &Report) -> Vec<Figure> {
     let baseline = report.baseline.as_deref().unwrap_or("baseline");
-    let mut groups: Vec<(&str, &str, &str, &str)> = Vec::new();
-    for q in &report.quality {
-        let key = (
+    let groups = first_seen(report.quality.iter().map(|q| {
+        (
             q.dataset.as_str(),
             q.model.as_str(),
             q.task.as_str(),
             q.metric.as_str(),
-        );
-        if !groups.contains(&key) {
-            groups.push(key);
-        }
-    }
+        )
+    }));
     groups
         .into_iter()
         .filter_map(|(dataset, model, task, metric)| {
@@ -111,7 +110,7 @@ fn forests(report: &Report) -> Vec<Figure> {
                     slug(task),
                     slug(metric)
                 ),
-                metric: Some(metric.to_string()),
+                section: crate::document::quality_heading(metric, higher_is_better),
                 caption: format!(
                     "{dataset} / {model}, task {task}: each balancer's {metric} minus `{baseline}`'s, paired by seed, with its 95 % interval; filled marks are significant after Holm's adjustment."
                 ),
@@ -155,7 +154,7 @@ fn trajectories(report: &Report) -> Vec<Figure> {
                     slug(&run.model),
                     slug(&run.label)
                 ),
-                metric: None,
+                section: TRAJECTORIES.into(),
                 caption: format!(
                     "{} / {} / {}: training {what} per task over steps, mean across {} seed(s) with its 95 % interval.",
                     run.dataset, run.model, run.label, runs.len()

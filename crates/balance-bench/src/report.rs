@@ -417,6 +417,17 @@ impl SeriesMeans {
     }
 }
 
+/// The distinct `items` in the order they first appear.
+pub(crate) fn first_seen<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
 /// One memory probe's result: `(dataset, model, balancer label, peak MiB)`.
 pub type MemoryResult = (String, String, String, Option<f64>);
 
@@ -472,13 +483,7 @@ impl Report {
                 config: b.spec.to_value().unwrap_or(serde_json::Value::Null),
             })
             .collect();
-        let mut keys: Vec<(&str, &str)> = Vec::new();
-        for r in &runs {
-            let key = (r.dataset.as_str(), r.model.as_str());
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
+        let keys = first_seen(runs.iter().map(|r| (r.dataset.as_str(), r.model.as_str())));
         let mut quality = Vec::new();
         let mut families = Vec::new();
         let mut resolution = Vec::new();
@@ -542,24 +547,6 @@ impl Report {
             runs,
         }
     }
-
-    /// The quality row of (dataset, model, balancer, task, metric), if any.
-    pub fn quality_of(
-        &self,
-        dataset: &str,
-        model: &str,
-        balancer: &str,
-        task: &str,
-        metric: &str,
-    ) -> Option<&QualityRow> {
-        self.quality.iter().find(|q| {
-            q.dataset == dataset
-                && q.model == model
-                && q.balancer == balancer
-                && q.task == task
-                && q.metric == metric
-        })
-    }
 }
 
 /// One row per (balancer, task, metric) of a group, in balancer, task, metric order.
@@ -610,13 +597,7 @@ fn adjust_by_family(
     dataset: &str,
     model: &str,
 ) {
-    let mut metrics: Vec<String> = Vec::new();
-    for r in rows.iter() {
-        if !metrics.contains(&r.metric) {
-            metrics.push(r.metric.clone());
-        }
-    }
-    for metric in metrics {
+    for metric in first_seen(rows.iter().map(|r| r.metric.clone())) {
         let members: Vec<usize> = (0..rows.len())
             .filter(|&i| rows[i].metric == metric)
             .collect();
