@@ -129,8 +129,9 @@ pub struct RunArgs {
     /// `auto`, `cpu` or `cuda:N`.
     #[arg(long)]
     pub device: Option<String>,
-    /// Write report.json, report.md, report.csv and SVG plots into this folder, and keep every finished
-    /// run in DIR/runs: rerunning the same command (e.g. after Ctrl-C) resumes, skipping stored runs.
+    /// Write report.json, report.md, report.csv, report.html and plots/ (SVG and PNG) into this folder,
+    /// and keep every finished run in DIR/runs: rerunning the same command (e.g. after Ctrl-C) resumes,
+    /// skipping stored runs.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// No progress bar and no progress lines.
