@@ -15,6 +15,7 @@ BENCH_ARGS ?=
 
 setup:
 	@$(ROOT)/scripts/setup-libtorch.sh
+	@$(ROOT)/scripts/setup-gloo.sh
 
 ## Run every test (unit, integration, property, doc) of the workspace.
 test: setup

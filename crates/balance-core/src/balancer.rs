@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::collective::DataParallel;
 use crate::error::{BalanceError, Result, TorchResultExt};
 use crate::grad;
 use crate::shared::{SharedParts, SharedTarget};
@@ -91,6 +92,7 @@ pub struct StepInput<'a> {
     parts: &'a SharedParts,
     representation: Option<&'a Tensor>,
     step: u64,
+    data_parallel: Option<&'a DataParallel>,
 }
 
 impl<'a> StepInput<'a> {
@@ -110,7 +112,21 @@ impl<'a> StepInput<'a> {
             parts,
             representation,
             step,
+            data_parallel: None,
         }
+    }
+
+    /// Marks the step as one rank's shard of a data-parallel step (builder style): `loss_values` are then
+    /// the global batch's, while `losses` stay this rank's, and gradient statistics must be made global
+    /// through [`StepInput::data_parallel`] (as [`crate::TaskGradients`] and [`crate::grad::TaskNorms`] do).
+    pub fn with_data_parallel(mut self, data_parallel: Option<&'a DataParallel>) -> Self {
+        self.data_parallel = data_parallel;
+        self
+    }
+
+    /// The data-parallel context of this step, if any.
+    pub fn data_parallel(&self) -> Option<&'a DataParallel> {
+        self.data_parallel
     }
 
     /// The per-task scalar losses, attached to the graph.

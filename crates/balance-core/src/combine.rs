@@ -9,9 +9,10 @@
 //! (one host synchronisation), one for the combination, written in place. Nothing is kept between steps.
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::balancer::StepInput;
+use crate::collective::DataParallel;
 use crate::error::{BalanceError, Result, TorchResultExt};
 use crate::grad;
 use crate::shared::SharedTarget;
@@ -58,6 +59,7 @@ pub fn check_combinable(method: &str, target: SharedTarget) -> Result<()> {
 /// One step's per-task gradients: of the shared target (flattened into a `T x P` matrix, in `f64`) and
 /// of the task-specific parameters.
 pub struct TaskGradients<'a> {
+    data_parallel: Option<&'a DataParallel>,
     target: SharedTarget,
     target_tensors: Vec<&'a Tensor>,
     /// `[T, P]`: row `i` is task `i`'s gradient of the target, flattened (zeros where it has none).
@@ -93,11 +95,20 @@ impl<'a> TaskGradients<'a> {
         for loss in input.losses() {
             let mut grads = grad::sparse_gradients(loss, &inputs, true)?;
             let specific = grads.split_off(target_tensors.len());
-            rows.push(flatten(&grads, &target_tensors)?);
+            rows.push(grad::flatten(&grads, &target_tensors)?);
             task_grads.push(specific);
         }
-        let matrix = Tensor::f_stack(&rows, 0).context("stacking task gradients")?;
+        let mut matrix = Tensor::f_stack(&rows, 0).context("stacking task gradients")?;
+        let data_parallel = input.data_parallel();
+        if let Some(dp) = data_parallel {
+            // Parameter gradients of mean losses: the global batch's are the share-weighted sum. The
+            // representation's are per-example rows and stay local (only their Gram matrix is global).
+            if target != SharedTarget::Representation {
+                dp.global_mean_tensor(&mut matrix)?;
+            }
+        }
         Ok(Self {
+            data_parallel,
             target,
             target_tensors,
             matrix,
@@ -116,20 +127,25 @@ impl<'a> TaskGradients<'a> {
         self.target
     }
 
-    /// The `T x P` matrix of flattened task gradients (row per task, `f64`).
+    /// The `T x P` matrix of flattened task gradients (row per task, `f64`); when data-parallel, the
+    /// global batch's for parameter targets and this rank's rows for the representation.
     pub fn matrix(&self) -> &Tensor {
         &self.matrix
     }
 
-    /// The Gram matrix `G[i][j] = <g_i, g_j>` (one host synchronisation).
+    /// The Gram matrix `G[i][j] = <g_i, g_j>` (one host synchronisation), of the global batch when the
+    /// step is data-parallel.
     pub fn gram(&self) -> Result<Vec<Vec<f64>>> {
         let t = self.num_tasks();
-        let gram = self
+        let mut gram = self
             .matrix
             .f_matmul(&self.matrix.tr())
             .and_then(|g| g.f_reshape([-1]))
             .and_then(|g| g.f_to_device(tch::Device::Cpu))
             .context("Gram matrix of the task gradients")?;
+        if let (Some(dp), SharedTarget::Representation) = (self.data_parallel, self.target) {
+            dp.global_per_example_gram(&mut gram)?;
+        }
         let flat = Vec::<f64>::try_from(&gram).context("reading the Gram matrix")?;
         Ok(flat.chunks(t).map(<[f64]>::to_vec).collect())
     }
@@ -187,20 +203,6 @@ impl<'a> TaskGradients<'a> {
     }
 }
 
-/// Concatenates one task's gradients (zeros where `None`) into one flat `f64` vector.
-fn flatten(grads: &[Option<Tensor>], like: &[&Tensor]) -> Result<Tensor> {
-    let pieces = grads
-        .iter()
-        .zip(like)
-        .map(|(g, t)| match g {
-            Some(g) => g.f_to_kind(Kind::Double).and_then(|g| g.f_reshape([-1])),
-            None => Tensor::f_zeros([t.numel() as i64], (Kind::Double, t.device())),
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .context("flattening task gradients")?;
-    Tensor::f_cat(&pieces, 0).context("flattening task gradients")
-}
-
 /// Splits a flat `f64` vector into tensors shaped (and typed) like `like`.
 fn unflatten(flat: &Tensor, like: &[&Tensor]) -> Result<Vec<Tensor>> {
     let mut offset = 0i64;
@@ -222,6 +224,7 @@ fn unflatten(flat: &Tensor, like: &[&Tensor]) -> Result<Vec<Tensor>> {
 mod tests {
     use super::*;
     use crate::shared::SharedParts;
+    use tch::Kind;
 
     fn values(t: &Tensor) -> Vec<f64> {
         Vec::<f64>::try_from(t.to_kind(Kind::Double).reshape([-1])).unwrap()

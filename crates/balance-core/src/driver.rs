@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::balancer::{check_weights, BalancerState, LossBalancer, StepInput, StepReport};
+use crate::collective::DataParallel;
 use crate::config::BalancerSpec;
 use crate::error::{BalanceError, Result, TorchResultExt};
 use crate::shared::SharedParts;
@@ -38,6 +39,7 @@ pub struct Balancer {
     policy: NonFinitePolicy,
     step: u64,
     skipped_steps: u64,
+    data_parallel: Option<DataParallel>,
 }
 
 /// Everything needed to resume a [`Balancer`] exactly.
@@ -73,6 +75,7 @@ impl Balancer {
             policy: NonFinitePolicy::default(),
             step: 0,
             skipped_steps: 0,
+            data_parallel: None,
         })
     }
 
@@ -85,6 +88,50 @@ impl Balancer {
     pub fn with_non_finite_policy(mut self, policy: NonFinitePolicy) -> Self {
         self.policy = policy;
         self
+    }
+
+    /// Makes the balancer data-parallel (builder style): loss values, label statistics and the gradient
+    /// statistics of gradient methods become the global batch's (see [`crate::collective`]), and after
+    /// every step the ranks check that they hold bit-identical weights. Call
+    /// [`Balancer::set_shard`] before a step whose shards are not equal.
+    pub fn with_data_parallel(mut self, data_parallel: DataParallel) -> Self {
+        self.data_parallel = Some(data_parallel);
+        self
+    }
+
+    /// The data-parallel context, when there is one.
+    pub fn data_parallel(&self) -> Option<&DataParallel> {
+        self.data_parallel.as_ref()
+    }
+
+    /// Sets this rank's part of the next step's global batch: `local` of `global` examples. Does nothing
+    /// for a balancer that is not data-parallel.
+    pub fn set_shard(&mut self, local: u64, global: u64) -> Result<()> {
+        match &mut self.data_parallel {
+            Some(dp) => dp.set_shard(local, global),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives every rank rank 0's state (step counters and the method's state), so that all ranks start
+    /// from the same balancer. Does nothing for a balancer that is not data-parallel.
+    pub fn sync_from_rank0(&mut self) -> Result<()> {
+        let Some(dp) = self.data_parallel.clone() else {
+            return Ok(());
+        };
+        let json = serde_json::to_vec(&self.checkpoint()?).map_err(|e| {
+            BalanceError::StateMismatch {
+                balancer: self.inner.name().to_string(),
+                reason: format!("state cannot be serialised: {e}"),
+            }
+        })?;
+        let received = dp.broadcast_bytes(&json)?;
+        let checkpoint: BalancerCheckpoint =
+            serde_json::from_slice(&received).map_err(|e| BalanceError::StateMismatch {
+                balancer: self.inner.name().to_string(),
+                reason: format!("rank 0's state does not decode: {e}"),
+            })?;
+        self.restore(&checkpoint)
     }
 
     /// The wrapped balancer's registry name.
@@ -121,7 +168,7 @@ impl Balancer {
         parts: &SharedParts,
         representation: Option<&Tensor>,
     ) -> Result<StepReport> {
-        let values = self.checked_values(losses, "losses")?;
+        let values = self.global(self.checked_values(losses, "losses")?)?;
         let step = self.step;
         if let Some(err) = self.first_non_finite(&values, step) {
             if self.policy == NonFinitePolicy::Error {
@@ -134,15 +181,30 @@ impl Balancer {
             report.skipped = true;
             return Ok(report);
         }
-        let input = StepInput::new(losses, &values, parts, representation, step);
+        let data_parallel = self.data_parallel.clone();
+        let input = StepInput::new(losses, &values, parts, representation, step)
+            .with_data_parallel(data_parallel.as_ref());
         let mut report = self.guarded(|inner| {
             let report = inner.backward(&input)?;
             check_weights(inner.name(), step, &report.weights, inner.num_tasks())?;
             Ok(report)
         })?;
+        if let Some(dp) = &self.data_parallel {
+            let mut both = report.weights.clone();
+            both.extend(self.inner.weights());
+            dp.check_agreement("applied and next weights", step, &both)?;
+        }
         report.step = step;
         self.step += 1;
         Ok(report)
+    }
+
+    /// The global batch's mean of `values` when data-parallel, else `values`.
+    fn global(&self, values: Vec<f64>) -> Result<Vec<f64>> {
+        match &self.data_parallel {
+            Some(dp) => dp.global_mean(&values),
+            None => Ok(values),
+        }
     }
 
     /// Ends an epoch: lets per-epoch methods (DWA) update their weights. The balancer's state is rolled
@@ -161,7 +223,7 @@ impl Balancer {
     /// loss is an error under [`NonFinitePolicy::Error`]; under [`NonFinitePolicy::SkipStep`] the update is
     /// ignored (the method keeps its state). Call it only after a step that was not skipped.
     pub fn observe_updated_losses(&mut self, losses: &[Tensor]) -> Result<()> {
-        let values = self.checked_values(losses, "updated losses")?;
+        let values = self.global(self.checked_values(losses, "updated losses")?)?;
         if let Some(err) = self.first_non_finite(&values, self.step.saturating_sub(1)) {
             return match self.policy {
                 NonFinitePolicy::Error => Err(err),
@@ -188,6 +250,14 @@ impl Balancer {
                 actual: stats.len(),
             });
         }
+        let global;
+        let stats = match &self.data_parallel {
+            Some(dp) => {
+                global = dp.global_label_stats(stats)?;
+                &global[..]
+            }
+            None => stats,
+        };
         self.guarded(|inner| inner.observe_label_stats(stats))
     }
 

@@ -121,6 +121,20 @@ pub enum BalanceError {
     #[error("label statistics: {0}")]
     LabelStats(String),
 
+    /// A collective of a data-parallel group failed (a rank died or never joined, a timeout, a transport
+    /// error) or the ranks disagree (the weights drifted apart).
+    #[error("rank {rank} of {world}: {op} failed: {message}")]
+    Collective {
+        /// This process's rank.
+        rank: usize,
+        /// The group's size.
+        world: usize,
+        /// The collective or check (`all_reduce`, `broadcast`, `weights agree across ranks`...).
+        op: String,
+        /// What went wrong (the transport's message names the peer when it knows it).
+        message: String,
+    },
+
     /// A libtorch operation failed.
     #[error("libtorch error during {context}: {message}")]
     Torch {

@@ -1,8 +1,11 @@
 //! Autograd helpers shared by balancers: weighted sums, per-task gradients, writing gradients.
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
+use crate::balancer::StepInput;
+use crate::collective::DataParallel;
 use crate::error::{BalanceError, Result, TorchResultExt};
+use crate::shared::SharedTarget;
 
 /// `sum_i weights[i] * losses[i]` as a graph-attached scalar (weights are constants).
 pub fn weighted_sum(losses: &[Tensor], weights: &[f64]) -> Result<Tensor> {
@@ -128,6 +131,79 @@ pub fn global_norm<'a>(grads: impl IntoIterator<Item = Option<&'a Tensor>>) -> R
         .and_then(|n| n.f_norm())
         .and_then(|n| n.f_double_value(&[]))
         .context("gradient norm")
+}
+
+/// Concatenates one task's gradients (zeros where `None`) into one flat `f64` vector shaped like the
+/// concatenation of `like`.
+pub fn flatten(grads: &[Option<Tensor>], like: &[&Tensor]) -> Result<Tensor> {
+    let pieces = grads
+        .iter()
+        .zip(like)
+        .map(|(g, t)| match g {
+            Some(g) => g.f_to_kind(Kind::Double).and_then(|g| g.f_reshape([-1])),
+            None => Tensor::f_zeros([t.numel() as i64], (Kind::Double, t.device())),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .context("flattening task gradients")?;
+    Tensor::f_cat(&pieces, 0).context("flattening task gradients")
+}
+
+/// Each task's gradient norm on a shared target, collected task by task ([`TaskNorms::push`]) and made
+/// global when the step is data-parallel: the norm of the global batch's gradient, never a mean of local
+/// norms. For parameter targets the per-task gradients are all-reduced (one collective of `T x P`); for
+/// the representation, the squared norms (one collective of `T` numbers).
+#[derive(Debug)]
+pub struct TaskNorms<'a> {
+    data_parallel: Option<&'a DataParallel>,
+    per_example: bool,
+    norms: Vec<f64>,
+    rows: Vec<Tensor>,
+}
+
+impl<'a> TaskNorms<'a> {
+    /// Norms of `target` for `input`'s step.
+    pub fn new(input: &StepInput<'a>, target: SharedTarget) -> Self {
+        Self {
+            data_parallel: input.data_parallel(),
+            per_example: target == SharedTarget::Representation,
+            norms: Vec::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds the next task's gradients of the target tensors `like` (`None` where it has none).
+    pub fn push(&mut self, grads: &[Option<Tensor>], like: &[&Tensor]) -> Result<()> {
+        match self.data_parallel {
+            None => self.norms.push(global_norm(grads.iter().map(Option::as_ref))?),
+            Some(_) if self.per_example => {
+                let norm = global_norm(grads.iter().map(Option::as_ref))?;
+                self.norms.push(norm * norm);
+            }
+            Some(_) => self.rows.push(flatten(grads, like)?),
+        }
+        Ok(())
+    }
+
+    /// The norms, one per pushed task.
+    pub fn finish(self) -> Result<Vec<f64>> {
+        let Some(dp) = self.data_parallel else {
+            return Ok(self.norms);
+        };
+        let mut norms = if self.per_example {
+            let mut squares = Tensor::from_slice(&self.norms);
+            dp.global_per_example_gram(&mut squares)?;
+            squares.f_sqrt().context("gradient norm")?
+        } else {
+            let mut rows = Tensor::f_stack(&self.rows, 0).context("stacking task gradients")?;
+            dp.global_mean_tensor(&mut rows)?;
+            rows.f_norm_scalaropt_dim(2, [1i64].as_slice(), false)
+                .context("gradient norm")?
+        };
+        norms = norms
+            .f_to_device(tch::Device::Cpu)
+            .context("gradient norm")?;
+        Vec::<f64>::try_from(&norms).context("reading gradient norms")
+    }
 }
 
 #[cfg(test)]

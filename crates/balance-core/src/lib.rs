@@ -6,6 +6,7 @@
 
 pub mod adam;
 pub mod balancer;
+pub mod collective;
 pub mod combine;
 pub mod config;
 pub mod driver;
@@ -18,6 +19,7 @@ pub mod shared;
 pub mod validate;
 
 pub use balancer::{check_weights, BalancerState, LossBalancer, StepInput, StepReport};
+pub use collective::{Collective, DataParallel, ReduceOp};
 pub use combine::{TaskGradients, TaskSpecificGradient};
 pub use config::{BalancerConfig, BalancerSpec};
 pub use driver::{Balancer, BalancerCheckpoint, NonFinitePolicy};

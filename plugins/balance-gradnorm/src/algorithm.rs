@@ -29,7 +29,8 @@ impl GradNorm {
 
     /// `W` = every shared parameter. One backward per task over every parameter (shared and
     /// task-specific); the model's gradient `sum_i w_i g_i` is assembled from those same per-task
-    /// gradients, so no extra backward is paid. Returns `n_i = ||grad_W L_i||`.
+    /// gradients, so no extra backward is paid. Returns `n_i = ||grad_W L_i||` (of the global batch when
+    /// data-parallel).
     fn all_shared_pass(&self, input: &StepInput<'_>, weights: &[f64]) -> Result<Vec<f64>> {
         let shared = input.target_tensors(SharedTarget::AllShared, NAME)?;
         let num_shared = shared.len();
@@ -38,14 +39,12 @@ impl GradNorm {
             .chain(input.parts().task_specific().iter())
             .collect();
         let losses = input.losses();
-        let mut norms = Vec::with_capacity(losses.len());
+        let mut norms = grad::TaskNorms::new(input, SharedTarget::AllShared);
         let mut combined: Vec<Option<Tensor>> = (0..params.len()).map(|_| None).collect();
         for (i, (loss, &w)) in losses.iter().zip(weights).enumerate() {
             let keep_graph = i + 1 < losses.len();
             let grads = grad::sparse_gradients(loss, &params, keep_graph)?;
-            norms.push(grad::global_norm(
-                grads[..num_shared].iter().map(Option::as_ref),
-            )?);
+            norms.push(&grads[..num_shared], &params[..num_shared])?;
             for (acc, g) in combined.iter_mut().zip(grads) {
                 let Some(g) = g else { continue };
                 let weighted = g.f_mul_scalar(w).context("weighting a task gradient")?;
@@ -56,7 +55,7 @@ impl GradNorm {
             }
         }
         grad::accumulate_param_grads(&params, &combined)?;
-        Ok(norms)
+        norms.finish()
     }
 
     /// `W` = the last shared layer or the shared representation: per-task gradients of the small target
@@ -68,14 +67,11 @@ impl GradNorm {
         target: SharedTarget,
     ) -> Result<Vec<f64>> {
         let targets = input.target_tensors(target, NAME)?;
-        let norms = input
-            .losses()
-            .iter()
-            .map(|loss| {
-                let grads = grad::sparse_gradients(loss, &targets, true)?;
-                grad::global_norm(grads.iter().map(Option::as_ref))
-            })
-            .collect::<Result<Vec<f64>>>()?;
+        let mut norms = grad::TaskNorms::new(input, target);
+        for loss in input.losses() {
+            norms.push(&grad::sparse_gradients(loss, &targets, true)?, &targets)?;
+        }
+        let norms = norms.finish()?;
         grad::weighted_sum(input.losses(), weights)?
             .f_backward()
             .context("backward of the weighted loss")?;
