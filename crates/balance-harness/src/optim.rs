@@ -224,6 +224,12 @@ impl FlatAdam {
 
     /// One Adam step from the parameters' gradients (an absent gradient counts as zero).
     pub fn step(&mut self) -> Result<()> {
+        self.step_with(|_| Ok(()))
+    }
+
+    /// One Adam step after `reduce` has transformed the flat gradient in place (data-parallel training
+    /// all-reduces it across ranks there: one collective per step, before clipping and weight decay).
+    pub fn step_with(&mut self, reduce: impl FnOnce(&mut Tensor) -> Result<()>) -> Result<()> {
         let grads = self
             .params
             .iter()
@@ -247,13 +253,15 @@ impl FlatAdam {
                 self.flat.numel()
             )));
         }
+        let mut g = tch::no_grad(|| Tensor::f_cat(&grads, 0))
+            .map_err(|e| HarnessError::Optimizer(format!("flattening the gradients: {e}")))?;
+        reduce(&mut g)?;
         let c = self.config;
         self.step += 1;
         let t = i32::try_from(self.step).unwrap_or(i32::MAX);
         let bias_correction1 = 1.0 - c.beta1.powi(t);
         let bias_correction2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
         let update = tch::no_grad(|| -> std::result::Result<(), tch::TchError> {
-            let mut g = Tensor::f_cat(&grads, 0)?;
             if let Some(max) = c.max_grad_norm {
                 // No host sync: the coefficient stays a tensor.
                 let coef = g
@@ -283,6 +291,16 @@ impl FlatAdam {
         });
         update.map_err(|e| HarnessError::Optimizer(format!("Adam step: {e}")))?;
         Ok(())
+    }
+
+    /// Runs `f` on the flat parameters and both moment buffers, in place (data-parallel training
+    /// broadcasts rank 0's there, so every rank starts from the same model and optimizer).
+    pub fn for_each_buffer(&mut self, mut f: impl FnMut(&mut Tensor) -> Result<()>) -> Result<()> {
+        tch::no_grad(|| {
+            f(&mut self.flat)?;
+            f(&mut self.exp_avg)?;
+            f(&mut self.exp_avg_sq)
+        })
     }
 
     /// The parameters and moments, bit for bit.

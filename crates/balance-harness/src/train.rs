@@ -1,11 +1,23 @@
 //! The training loop: seeded epochs over a [`Dataset`], any [`Balancer`], [`FlatAdam`], evaluation each
 //! epoch, early stopping, an [`Observer`] hook, and checkpoints that resume bit for bit.
+//!
+//! With [`Trainer::data_parallel`] the same loop runs on every rank of a process group, exactly as one
+//! process would with the same global batch: every rank starts from rank 0's parameters, optimizer and
+//! balancer; each step's global batch (the same slice of the same seeded permutation on every rank) is cut
+//! into contiguous shards, one per rank (sizes differ by at most one); the balancer sees the global
+//! batch's values ([`balance_core::collective`]); the flat gradient is all-reduced, weighted by each
+//! rank's share, in one collective before the optimizer step; evaluation shards the held-out set and
+//! gathers the predictions, so the metrics are those of the whole set. A global batch smaller than the
+//! world size (an epoch's last, when the batch size leaves fewer examples than ranks) is skipped on every
+//! rank. Dropout masks differ per rank (rank 0 draws the one-process masks).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use balance_core::rng::SplitMix64;
 use balance_core::{
-    Balancer, BalancerCheckpoint, LabelStats, SharedParts, StepReport, TorchResultExt,
+    Balancer, BalancerCheckpoint, Collective, DataParallel, LabelStats, SharedParts, StepReport,
+    TorchResultExt,
 };
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -219,6 +231,7 @@ pub struct Trainer<M: MultiTaskModel> {
     config: TrainConfig,
     device: Device,
     state: Progress,
+    parallel: Option<Arc<dyn Collective>>,
 }
 
 impl<M: MultiTaskModel> std::fmt::Debug for Trainer<M> {
@@ -259,9 +272,19 @@ fn stream_draw(seed: u64, stream: u64, index: u64) -> u64 {
     SplitMix64::new(key.wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15))).next_u64()
 }
 
-/// The libtorch seed (dropout masks) of step `global_step`.
-fn dropout_seed(seed: u64, global_step: u64) -> i64 {
-    (stream_draw(seed, DROPOUT_STREAM, global_step) & (i64::MAX as u64)) as i64
+/// The libtorch seed (dropout masks) of step `global_step` on `rank` (rank 0 draws a one-process run's).
+fn dropout_seed(seed: u64, rank: usize, global_step: u64) -> i64 {
+    let stream = DROPOUT_STREAM ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (stream_draw(seed, stream, global_step) & (i64::MAX as u64)) as i64
+}
+
+/// Rank `rank`'s contiguous part `(start, len)` of `total` items cut into `world` parts whose sizes
+/// differ by at most one.
+fn shard(total: i64, rank: usize, world: usize) -> (i64, i64) {
+    let world = world.max(1) as i64;
+    let rank = rank as i64;
+    let start = total * rank / world;
+    (start, total * (rank + 1) / world - start)
 }
 
 /// A permutation of `0..n` for `epoch`, from the run's seed alone (so a resumed run sees the same order).
@@ -367,7 +390,48 @@ impl<M: MultiTaskModel> Trainer<M> {
             tasks,
             config,
             device,
+            parallel: None,
         })
+    }
+
+    /// Makes this trainer one rank of a data-parallel run over `collective` (see the module docs):
+    /// every rank calls it, with the same model, balancer config, tasks, train config and data. Rank 0's
+    /// parameters, optimizer state and balancer state are broadcast here. `batch_size` is the global batch
+    /// and must be at least the world size.
+    pub fn data_parallel(mut self, collective: Arc<dyn Collective>) -> Result<Self> {
+        let world = collective.world_size();
+        if self.config.batch_size < world as i64 {
+            return Err(HarnessError::invalid(
+                "train",
+                "batch_size",
+                self.config.batch_size,
+                format!("at least the world size {world} (the batch is the global one, split across ranks)"),
+            ));
+        }
+        self.balancer = self
+            .balancer
+            .with_data_parallel(DataParallel::new(collective.clone()));
+        self.parallel = Some(collective);
+        self.sync_from_rank0()?;
+        Ok(self)
+    }
+
+    /// Every rank takes rank 0's parameters, optimizer moments and balancer state.
+    fn sync_from_rank0(&mut self) -> Result<()> {
+        let Some(group) = self.parallel.clone() else {
+            return Ok(());
+        };
+        self.optimizer
+            .for_each_buffer(|t| Ok(group.broadcast(t, 0)?))?;
+        self.balancer.sync_from_rank0()?;
+        Ok(())
+    }
+
+    /// This process's rank and the world size (`(0, 1)` when not data-parallel).
+    pub fn rank_and_world(&self) -> (usize, usize) {
+        self.parallel
+            .as_ref()
+            .map_or((0, 1), |g| (g.rank(), g.world_size()))
     }
 
     /// The model.
@@ -439,10 +503,18 @@ impl<M: MultiTaskModel> Trainer<M> {
                     .config
                     .batch_size
                     .min(train.len() - self.state.position);
+                let (rank, world) = self.rank_and_world();
+                if size < world as i64 {
+                    // Too few examples left for every rank to get one: skipped on every rank.
+                    self.state.position += size;
+                    continue;
+                }
+                let (offset, local) = shard(size, rank, world);
                 let indices = order
-                    .f_narrow(0, self.state.position, size)
+                    .f_narrow(0, self.state.position + offset, local)
                     .context("selecting the batch's examples")?;
                 let batch = train.gather(&indices)?.to_device(self.device)?;
+                self.balancer.set_shard(local as u64, size as u64)?;
                 let start = Instant::now();
                 let report = self.step(&batch)?;
                 let seconds = start.elapsed().as_secs_f64();
@@ -464,7 +536,11 @@ impl<M: MultiTaskModel> Trainer<M> {
     }
 
     fn step(&mut self, batch: &Batch) -> Result<StepReport> {
-        let step_seed = dropout_seed(self.config.seed, self.state.global_step);
+        let step_seed = dropout_seed(
+            self.config.seed,
+            self.rank_and_world().0,
+            self.state.global_step,
+        );
         tch::manual_seed(step_seed);
         self.optimizer.zero_grad()?;
         let output = self.model.forward_t(batch, true)?;
@@ -477,7 +553,19 @@ impl<M: MultiTaskModel> Trainer<M> {
             self.balancer
                 .backward(&losses, &self.parts, output.representation.as_ref())?;
         if !report.skipped {
-            self.optimizer.step()?;
+            match (&self.parallel, self.balancer.data_parallel()) {
+                (Some(group), Some(dp)) => {
+                    let share = dp.share();
+                    self.optimizer.step_with(|g| {
+                        // The global batch's gradient: each rank's mean gradient weighted by its share.
+                        let _ = g
+                            .f_mul_scalar_(share)
+                            .map_err(|e| HarnessError::Optimizer(format!("scaling the gradient: {e}")))?;
+                        Ok(group.all_reduce(g, balance_core::ReduceOp::Sum)?)
+                    })?
+                }
+                _ => self.optimizer.step()?,
+            }
             if self.balancer.needs_updated_losses() {
                 // The same batch after the update, with the same dropout masks (same seed), no graph.
                 tch::manual_seed(step_seed);
@@ -540,14 +628,30 @@ impl<M: MultiTaskModel> Trainer<M> {
         Ok(())
     }
 
-    /// Per-task metrics of the model on `data` (no dropout, no gradients).
+    /// Per-task metrics of the model on `data` (no dropout, no gradients). When data-parallel, every rank
+    /// must call it: each predicts its shard and the predictions are gathered, so every rank returns the
+    /// metrics of the whole set.
     pub fn evaluate(&self, data: &Dataset) -> Result<Vec<TaskMetrics>> {
+        let (rank, world) = self.rank_and_world();
+        let (first, count) = shard(data.len(), rank, world);
+        let (mut outputs, mut labels) = self.predict(data, first, count)?;
+        if let Some(group) = &self.parallel {
+            outputs = gather_shards(group.as_ref(), &outputs, data.len())?;
+            labels = gather_shards(group.as_ref(), &labels, data.len())?;
+        }
+        Ok(self.metrics_of(&outputs, &labels))
+    }
+
+    /// Per task, the model's outputs (logits for binary tasks) and the labels of rows
+    /// `first..first + count` of `data`.
+    fn predict(&self, data: &Dataset, first: i64, count: i64) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
         let tasks = self.tasks.len();
         let mut outputs: Vec<Vec<f32>> = vec![Vec::new(); tasks];
         let mut labels: Vec<Vec<f32>> = vec![Vec::new(); tasks];
-        let mut start = 0;
-        while start < data.len() {
-            let size = self.config.eval_batch_size.min(data.len() - start);
+        let end = first + count;
+        let mut start = first;
+        while start < end {
+            let size = self.config.eval_batch_size.min(end - start);
             let indices = Tensor::arange_start(start, start + size, (Kind::Int64, Device::Cpu));
             let batch = data.gather(&indices)?.to_device(self.device)?;
             let output = tch::no_grad(|| self.model.forward_t(&batch, false))?;
@@ -566,8 +670,11 @@ impl<M: MultiTaskModel> Trainer<M> {
             }
             start += size;
         }
-        Ok(self
-            .tasks
+        Ok((outputs, labels))
+    }
+
+    fn metrics_of(&self, outputs: &[Vec<f32>], labels: &[Vec<f32>]) -> Vec<TaskMetrics> {
+        self.tasks
             .iter()
             .enumerate()
             .map(|(t, task)| match task.kind {
@@ -592,7 +699,7 @@ impl<M: MultiTaskModel> Trainer<M> {
                     examples: labels[t].len() as u64,
                 },
             })
-            .collect())
+            .collect()
     }
 
     /// Everything needed to resume exactly.
@@ -636,8 +743,35 @@ impl<M: MultiTaskModel> Trainer<M> {
             epochs_since_best: checkpoint.epochs_since_best,
             stopped: checkpoint.stopped,
         };
-        Ok(())
+        self.sync_from_rank0()
     }
+}
+
+/// Every rank's per-task `values` (its shard of `total` rows, [`shard`]), concatenated in rank order: one
+/// all-gather of the shards padded to the largest.
+fn gather_shards(group: &dyn Collective, values: &[Vec<f32>], total: i64) -> Result<Vec<Vec<f32>>> {
+    let world = group.world_size();
+    let widest = (0..world).map(|r| shard(total, r, world).1).max().unwrap_or(0);
+    let tasks = values.len() as i64;
+    let mut padded = vec![0f32; (tasks * widest) as usize];
+    for (t, v) in values.iter().enumerate() {
+        let row = t * widest as usize;
+        padded[row..row + v.len()].copy_from_slice(v);
+    }
+    let mine = Tensor::from_slice(&padded)
+        .f_reshape([tasks, widest])
+        .context("gathering predictions")?;
+    let parts = group.all_gather(&mine)?;
+    let mut out: Vec<Vec<f32>> = vec![Vec::with_capacity(total as usize); values.len()];
+    for (r, part) in parts.iter().enumerate() {
+        let len = shard(total, r, world).1 as usize;
+        let flat = Vec::<f32>::try_from(part.reshape([-1])).context("reading gathered predictions")?;
+        for (t, o) in out.iter_mut().enumerate() {
+            let row = t * widest as usize;
+            o.extend_from_slice(&flat[row..row + len]);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -653,8 +787,8 @@ mod tests {
         // The old derivation seeded step k of seed s with s + k, so seed s + 1 at step k drew the masks of
         // seed s at step k + 1.
         for seed in 0..8u64 {
-            let next: Vec<i64> = (0..16).map(|k| dropout_seed(seed + 1, k)).collect();
-            let shifted: Vec<i64> = (1..17).map(|k| dropout_seed(seed, k)).collect();
+            let next: Vec<i64> = (0..16).map(|k| dropout_seed(seed + 1, 0, k)).collect();
+            let shifted: Vec<i64> = (1..17).map(|k| dropout_seed(seed, 0, k)).collect();
             assert!(
                 next.iter().zip(&shifted).all(|(a, b)| a != b),
                 "seed {}: {next:?} vs {shifted:?}",
@@ -668,6 +802,24 @@ mod tests {
     }
 
     #[test]
+    fn shards_are_contiguous_cover_everything_and_differ_by_at_most_one() {
+        for total in [0i64, 1, 5, 7, 64, 1001] {
+            for world in 1..=5usize {
+                let parts: Vec<(i64, i64)> = (0..world).map(|r| shard(total, r, world)).collect();
+                let mut next = 0;
+                for &(start, len) in &parts {
+                    assert_eq!(start, next, "{total} over {world}: {parts:?}");
+                    next += len;
+                }
+                assert_eq!(next, total);
+                let lens: Vec<i64> = parts.iter().map(|p| p.1).collect();
+                assert!(lens.iter().max().unwrap() - lens.iter().min().unwrap() <= 1);
+            }
+        }
+        assert_eq!(shard(10, 0, 1), (0, 10));
+    }
+
+    #[test]
     fn shuffling_and_dropout_streams_differ_and_are_pure() {
         for seed in [0u64, 1, 42, u64::MAX] {
             for i in 0..8 {
@@ -675,8 +827,9 @@ mod tests {
                     stream_draw(seed, SHUFFLE_STREAM, i),
                     stream_draw(seed, DROPOUT_STREAM, i)
                 );
-                assert_eq!(dropout_seed(seed, i), dropout_seed(seed, i));
-                assert!(dropout_seed(seed, i) >= 0);
+                assert_eq!(dropout_seed(seed, 0, i), dropout_seed(seed, 0, i));
+                assert!(dropout_seed(seed, 0, i) >= 0);
+                assert_ne!(dropout_seed(seed, 0, i), dropout_seed(seed, 1, i));
             }
             assert_eq!(order(100, seed, 3), order(100, seed, 3));
             let mut sorted = order(100, seed, 3);
