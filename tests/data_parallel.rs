@@ -211,3 +211,91 @@ fn two_ranks_follow_the_one_process_trajectory_for_every_balancer_family() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(start.elapsed() < Duration::from_secs(300));
 }
+
+/// The phases of the resume test's workers (`PHASE`): an uninterrupted run, one killed mid-epoch after
+/// rank 0 checkpointed, and the resumption from that checkpoint.
+const PHASE: &str = "BALANCE_DP_TEST_PHASE";
+const RESUME_SPEC: &str = r#"{"method":"grad_norm","shared":"all_shared"}"#;
+
+#[test]
+fn a_two_rank_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
+    let test = "a_two_rank_run_killed_mid_epoch_resumes_to_the_uninterrupted_result";
+    if std::env::var(WORKER).is_ok() {
+        tch::set_num_threads(1);
+        let dir = PathBuf::from(std::env::var(OUT).unwrap());
+        let group = group();
+        let (train, eval) = data();
+        let mut trainer = trainer(RESUME_SPEC, 7 + group.rank() as i64)
+            .data_parallel(group.clone())
+            .unwrap();
+        let mut trace = Trace::default();
+        match std::env::var(PHASE).unwrap().as_str() {
+            "straight" => trainer.run(&train, &eval, &mut trace).unwrap(),
+            "killed" => {
+                // Step 8 of 12 is in the second epoch; rank 0 checkpoints there, then both go on
+                // slowly until the parent kills them.
+                trainer.run_steps(&train, &eval, &mut trace, 8).unwrap();
+                if group.rank() == 0 {
+                    write_json(&dir.join("checkpoint.json"), &trainer.checkpoint().unwrap());
+                }
+                loop {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if trainer.run_steps(&train, &eval, &mut trace, 1).unwrap() {
+                        panic!("the run finished before it was killed");
+                    }
+                }
+            }
+            "resumed" => {
+                let from = PathBuf::from(std::env::var("BALANCE_DP_TEST_FROM").unwrap());
+                let checkpoint: TrainCheckpoint = read_json(&from.join("checkpoint.json"));
+                trainer.restore(&checkpoint).unwrap();
+                trainer.run(&train, &eval, &mut trace).unwrap();
+            }
+            other => panic!("unknown phase {other}"),
+        }
+        if group.rank() == 0 {
+            write_json(&dir.join("final.json"), &trainer.checkpoint().unwrap());
+        }
+        return;
+    }
+    let straight = run_job(test, 2, Duration::from_secs(120), &[(PHASE, "straight".into())]);
+
+    // The killed run: wait for rank 0's checkpoint, then kill both ranks mid-epoch.
+    let killed = std::env::temp_dir().join(format!("balance-dp-killed-{}", std::process::id()));
+    std::fs::create_dir_all(&killed).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let job = LocalJob::spawn(2, free_port().unwrap(), |_| {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["--exact", test, "--nocapture", "--test-threads", "1"])
+            .env(WORKER, "1")
+            .env(OUT, &killed)
+            .env(PHASE, "killed")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !killed.join("checkpoint.json").exists() {
+        assert!(Instant::now() < deadline, "no checkpoint within 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // a step or so past the checkpoint
+    drop(job); // SIGKILL to both ranks
+    let checkpoint: TrainCheckpoint = read_json(&killed.join("checkpoint.json"));
+    assert_eq!((checkpoint.epoch, checkpoint.global_step), (1, 8), "mid-epoch");
+
+    let resumed = run_job(
+        test,
+        2,
+        Duration::from_secs(120),
+        &[(PHASE, "resumed".into()), ("BALANCE_DP_TEST_FROM", killed.display().to_string())],
+    );
+    let a: TrainCheckpoint = read_json(&straight.join("final.json"));
+    let b: TrainCheckpoint = read_json(&resumed.join("final.json"));
+    assert_eq!(a.global_step, 12);
+    assert_eq!(a, b, "the resumed run ends bit-identical to the uninterrupted one");
+    for dir in [straight, killed, resumed] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
