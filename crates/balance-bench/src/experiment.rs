@@ -112,10 +112,20 @@ pub struct Experiment {
     /// Clip the model's global gradient norm to this value before each step (`None`: no clipping).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_grad_norm: Option<f64>,
-    /// libtorch intra-op threads.
+    /// libtorch intra-op threads of the whole run, split evenly between the data-parallel ranks of one
+    /// machine (at least one each).
     pub threads: i32,
-    /// `auto` (a GPU when libtorch sees one), `cpu`, or `cuda:N`.
+    /// `auto` (a GPU when libtorch sees one), `cpu`, or `cuda:N` (data-parallel ranks take
+    /// `cuda:LOCAL_RANK`).
     pub device: String,
+    /// Data-parallel ranks that train each run together (`batch_size` is then the global batch). Set by
+    /// the launch (`torchrun`, or `run --nproc N`); a file may state it, and it must then match.
+    #[serde(skip_serializing_if = "is_one")]
+    pub ranks: usize,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for Experiment {
@@ -135,6 +145,7 @@ impl Default for Experiment {
             max_grad_norm: None,
             threads: 2,
             device: "auto".into(),
+            ranks: 1,
         }
     }
 }
@@ -190,6 +201,16 @@ impl Experiment {
         }
         if self.threads < 1 {
             return bad("threads", self.threads.to_string(), "at least 1");
+        }
+        if self.ranks < 1 {
+            return bad("ranks", self.ranks.to_string(), "at least 1");
+        }
+        if self.batch_size < self.ranks as i64 {
+            return bad(
+                "batch_size",
+                self.batch_size.to_string(),
+                &format!("at least the {} data-parallel ranks (it is the global batch)", self.ranks),
+            );
         }
         parse_device(&self.device)?;
         self.resolved_balancers()?;

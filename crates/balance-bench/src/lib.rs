@@ -14,6 +14,7 @@
 pub mod atomic;
 pub mod census_fetch;
 pub mod compare;
+pub mod distributed;
 pub mod document;
 pub mod experiment;
 pub mod export;
@@ -137,6 +138,15 @@ pub struct RunArgs {
     /// No progress bar and no progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Train each run data-parallel on N local worker processes (this binary re-run with torchrun's
+    /// variables; `--threads` is split between them; `--batch-size` is the global batch). Under
+    /// `torchrun --no-python balance-bench run ...` the ranks come from torchrun instead.
+    #[arg(long, value_name = "N")]
+    pub nproc: Option<usize>,
+    /// Seconds that the data-parallel rendezvous and every collective may take before the run stops with
+    /// an error naming the rank (a rank that died or never joined).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub dist_timeout: u64,
 }
 
 impl RunArgs {
@@ -217,6 +227,21 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    if let Some(Command::Run(args)) = &cli.command {
+        if let (Some(nproc), None) = (
+            args.nproc,
+            std::env::var_os(balance_dist::vars::WORLD_SIZE),
+        ) {
+            let raw: Vec<OsString> = std::env::args_os().collect();
+            return match distributed::launch_local(nproc, &raw) {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
     match run(cli, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -390,22 +415,41 @@ impl runner::Progress for Shown {
 /// process's SIGINT/SIGTERM handler ([`interrupt::install`]): a signal stops it between training chunks
 /// with a partial report and an [`interrupt::Interrupted`] error.
 fn compare_balancers(args: &RunArgs, out: &mut dyn Write) -> Result<()> {
-    let experiment = args.experiment()?;
-    let store = match &args.out {
-        Some(dir) => Some(store::RunStore::open(
+    let mut experiment = args.experiment()?;
+    let launched = std::env::var_os(balance_dist::vars::WORLD_SIZE).is_some();
+    if let Some(n) = args.nproc.filter(|_| !launched) {
+        anyhow::bail!(
+            "--nproc {n}: local workers are started by the balance-bench binary (it re-runs itself); from a library call, launch the ranks yourself (torchrun's variables)"
+        );
+    }
+    let ranks = distributed::Ranks::from_env(std::time::Duration::from_secs(args.dist_timeout))?;
+    if let Some(n) = args.nproc.filter(|&n| n != ranks.world()) {
+        anyhow::bail!("--nproc {n}, but this worker was launched as one of {} ranks", ranks.world());
+    }
+    if experiment.ranks != 1 && experiment.ranks != ranks.world() {
+        anyhow::bail!(
+            "invalid experiment: field `ranks` = {}, expected the launch's world size {} (set by torchrun or --nproc)",
+            experiment.ranks,
+            ranks.world()
+        );
+    }
+    experiment.ranks = ranks.world();
+    let store = match (&args.out, ranks.is_root()) {
+        (Some(dir), true) => Some(store::RunStore::open(
             dir,
             &experiment,
             &experiment.resolved_balancers()?,
         )?),
-        None => None,
+        _ => None,
     };
     interrupt::install()?;
-    let mut progress = Shown::new(args.quiet);
+    let mut progress = Shown::new(args.quiet || !ranks.is_root());
     let outcome = runner::run(
         &experiment,
         store.as_ref(),
         &mut progress,
         interrupt::flag(),
+        &ranks,
     );
     progress.clear();
     let (report, interrupted) = match outcome? {
@@ -423,7 +467,7 @@ fn compare_balancers(args: &RunArgs, out: &mut dyn Write) -> Result<()> {
             }),
         ),
     };
-    if let Some(report) = report {
+    if let Some(report) = report.filter(|_| ranks.is_root()) {
         export::Markdown.write_to(&report, out)?;
         if let Some(dir) = &args.out {
             let written = export::write_all(&report, dir)?;

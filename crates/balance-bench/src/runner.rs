@@ -16,6 +16,7 @@ use balance_harness::train::{EpochReport, Observer, StepEvent, TrainConfig, Trai
 use balance_harness::{Mmoe, MmoeConfig, MultiTaskModel};
 use tch::{nn, Device, Tensor};
 
+use crate::distributed::Ranks;
 use crate::experiment::{parse_device, DatasetKind, Experiment, ModelKind};
 use crate::label::Labeled;
 use crate::report::{DataSummary, MemoryResult, Report, RunResult, SeriesMeans, TaskSummary};
@@ -285,6 +286,7 @@ fn build_trainer(
     train: &Dataset,
     spec: &BalancerSpec,
     seed: u64,
+    ranks: &Ranks,
 ) -> Result<Trainer<Boxed>> {
     tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(device);
@@ -303,14 +305,18 @@ fn build_trainer(
         },
         ..TrainConfig::default()
     };
-    Ok(Trainer::new(
+    let trainer = Trainer::new(
         Boxed(model),
         vs.trainable_variables(),
         balancer,
         train.tasks.clone(),
         config,
         device,
-    )?)
+    )?;
+    Ok(match ranks.collective() {
+        Some(group) => trainer.data_parallel(group)?,
+        None => trainer,
+    })
 }
 
 /// What a memory probe child process is told to run.
@@ -337,7 +343,15 @@ pub fn probe_memory(probe: &MemoryProbe) -> Result<f64> {
     tch::set_num_threads(e.threads);
     let device = parse_device(&e.device)?;
     let (train, eval) = model_data(probe.model, load_dataset(probe.dataset, e)?)?;
-    let mut trainer = build_trainer(e, device, probe.model, &train, &probe.balancer, 0)?;
+    let mut trainer = build_trainer(
+        e,
+        device,
+        probe.model,
+        &train,
+        &probe.balancer,
+        0,
+        &Ranks::single(),
+    )?;
     let mut quiet = balance_harness::train::NoObserver;
     std::fs::write("/proc/self/clear_refs", "5").context("resetting the peak resident set")?;
     let before = status_mib("VmRSS:").context("reading /proc/self/status")?;
@@ -369,9 +383,10 @@ fn run_one(
     at: At<'_>,
     progress: &mut dyn Progress,
     interrupt: &AtomicBool,
+    ranks: &Ranks,
 ) -> Result<Option<RunResult>> {
     let spec = &balancer.spec;
-    let mut trainer = build_trainer(experiment, device, model_kind, train, spec, at.seed)?;
+    let mut trainer = build_trainer(experiment, device, model_kind, train, spec, at.seed, ranks)?;
     let mut tee = Tee {
         recorder: Recorder::default(),
         progress,
@@ -379,7 +394,8 @@ fn run_one(
     };
     let start = Instant::now();
     while !trainer.finished() {
-        if interrupt.load(Ordering::SeqCst) {
+        // Agreed by all ranks, so that they stop at the same chunk.
+        if ranks.any(interrupt.load(Ordering::SeqCst))? {
             return Ok(None);
         }
         trainer.run_steps(train, eval, &mut tee, CHUNK_STEPS)?;
@@ -499,20 +515,35 @@ struct Planned {
 /// they finish; the report is the same as that of one uninterrupted run. `interrupt` is read between
 /// training chunks, runs and probes: once set, the run in progress is dropped and the outcome is
 /// [`Outcome::Interrupted`].
+///
+/// Data-parallel (`ranks` of more than one): every rank calls it with the same experiment; rank 0 alone
+/// has the `store` (which runs are stored is broadcast from it), memory is not probed (a per-process
+/// figure), and rank 0's report is the whole experiment's (the other ranks' lack the stored runs).
 pub fn run(
     experiment: &Experiment,
     store: Option<&RunStore>,
     progress: &mut dyn Progress,
     interrupt: &AtomicBool,
+    ranks: &Ranks,
 ) -> Result<Outcome> {
     experiment.check()?;
-    tch::set_num_threads(experiment.threads);
-    let device = parse_device(&experiment.device)?;
+    if experiment.ranks != ranks.world() {
+        bail!(
+            "invalid experiment: field `ranks` = {}, expected the launch's world size {} (set by torchrun or --nproc)",
+            experiment.ranks,
+            ranks.world()
+        );
+    }
+    tch::set_num_threads(ranks.threads(experiment.threads));
+    let device = match parse_device(&experiment.device)? {
+        Device::Cuda(_) if ranks.world() > 1 => Device::Cuda(ranks.local_rank()),
+        device => device,
+    };
     let balancers = experiment.resolved_balancers()?;
     let stopped = || interrupt.load(Ordering::SeqCst);
     let mut loaded = Vec::new();
     for &dataset in &experiment.datasets {
-        if stopped() {
+        if ranks.any(stopped())? {
             return Ok(Outcome::Interrupted {
                 partial: None,
                 finished: 0,
@@ -551,15 +582,16 @@ pub fn run(
             None => None,
         });
     }
+    let stored = ranks.from_root(&results.iter().map(Option::is_some).collect::<Vec<_>>())?;
     let stored_steps = plan
         .iter()
-        .zip(&results)
-        .filter(|(_, r)| r.is_some())
+        .zip(&stored)
+        .filter(|(_, s)| **s)
         .map(|(p, _)| p.steps)
         .sum();
     progress.start(&Plan {
         runs: plan.len() as u64,
-        stored_runs: results.iter().filter(|r| r.is_some()).count() as u64,
+        stored_runs: stored.iter().filter(|s| **s).count() as u64,
         steps: plan.iter().map(|p| p.steps).sum(),
         stored_steps,
     });
@@ -584,10 +616,10 @@ pub fn run(
             while next < group_end {
                 let (p, index) = (&plan[next], next);
                 next += 1;
-                if results[index].is_some() {
+                if stored[index] {
                     continue;
                 }
-                if stopped() {
+                if ranks.any(stopped())? {
                     interrupted = true;
                     break 'groups;
                 }
@@ -613,6 +645,7 @@ pub fn run(
                     at,
                     progress,
                     interrupt,
+                    ranks,
                 )
                 .with_context(|| {
                     format!(
@@ -634,6 +667,11 @@ pub fn run(
             }
             for spec in &balancers {
                 let (d, m) = (dataset.name(), model.name());
+                if ranks.world() > 1 {
+                    // Peak memory is a per-process figure of a one-process run: not probed here.
+                    memory.push((d.to_string(), m.to_string(), spec.label.clone(), None));
+                    continue;
+                }
                 let stored = match store {
                     Some(store) => store.load_memory(d, m, spec)?,
                     None => None,
@@ -672,7 +710,7 @@ pub fn run(
     let report = (!runs.is_empty()).then(|| {
         Report::new(
             experiment.clone(),
-            device_name(device),
+            device_name(device, ranks.world()),
             &balancers,
             data,
             runs,
@@ -689,10 +727,15 @@ pub fn run(
     })
 }
 
-fn device_name(device: Device) -> String {
-    match device {
+fn device_name(device: Device, ranks: usize) -> String {
+    let one = match device {
         Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
+        Device::Cuda(n) if ranks > 1 => format!("cuda (rank 0 on cuda:{n})"),
         Device::Cuda(n) => format!("cuda:{n}"),
         other => format!("{other:?}"),
+    };
+    match ranks {
+        1 => one,
+        n => format!("{one} x {n} data-parallel ranks"),
     }
 }
