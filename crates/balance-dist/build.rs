@@ -7,7 +7,13 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
-    for var in ["LIBTORCH", "BALANCE_GLOO_INCLUDE", "BALANCE_NCCL_INCLUDE", "LIBTORCH_CXX11_ABI"] {
+    for var in [
+        "LIBTORCH",
+        "BALANCE_GLOO_INCLUDE",
+        "BALANCE_NCCL_INCLUDE",
+        "BALANCE_CUDA_INCLUDE",
+        "LIBTORCH_CXX11_ABI",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     if env::var("DOCS_RS").is_ok() {
@@ -54,8 +60,19 @@ fn main() {
                 nccl.display()
             ));
         }
+        // The CUDA toolkit headers that c10d's CUDA headers include (the wheel's nvidia/cu13 package).
+        let cuda = env::var_os("BALANCE_CUDA_INCLUDE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| libtorch.join("../nvidia/cu13/include"));
+        if !cuda.join("cuda.h").exists() {
+            fail(&format!(
+                "feature `nccl`: cuda.h is not at {} (set BALANCE_CUDA_INCLUDE)",
+                cuda.display()
+            ));
+        }
         build
             .include(nccl)
+            .include(cuda)
             .define("USE_C10D_NCCL", None)
             .define("BALANCE_WITH_NCCL", None);
         // Keep libtorch_cuda even though no Rust code names its symbols.

@@ -30,16 +30,20 @@ impl Ranks {
     }
 
     /// Joins the group that the environment describes (torchrun's variables), or a one-process run when
-    /// `WORLD_SIZE` is unset or 1. `timeout` bounds the rendezvous and every collective.
-    pub fn from_env(timeout: Duration) -> Result<Self> {
+    /// `WORLD_SIZE` is unset or 1. `timeout` bounds the rendezvous and every collective. With `cuda`,
+    /// CUDA tensors go through NCCL when this build has it (feature `nccl`), else through Gloo.
+    pub fn from_env(timeout: Duration, cuda: bool) -> Result<Self> {
         let Some(launch) = Launch::from_env()? else {
             return Ok(Self::single());
         };
         if launch.world_size == 1 {
             return Ok(Self::single());
         }
-        let group = ProcessGroup::new(&launch.group_options(timeout))
-            .context("joining the data-parallel group")?;
+        let options = balance_dist::GroupOptions {
+            nccl: cuda && balance_dist::nccl_available(),
+            ..launch.group_options(timeout)
+        };
+        let group = ProcessGroup::new(&options).context("joining the data-parallel group")?;
         Ok(Self {
             launch: Some(launch),
             group: Some(Arc::new(group)),

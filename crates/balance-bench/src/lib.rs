@@ -422,7 +422,12 @@ fn compare_balancers(args: &RunArgs, out: &mut dyn Write) -> Result<()> {
             "--nproc {n}: local workers are started by the balance-bench binary (it re-runs itself); from a library call, launch the ranks yourself (torchrun's variables)"
         );
     }
-    let ranks = distributed::Ranks::from_env(std::time::Duration::from_secs(args.dist_timeout))?;
+    let cuda = matches!(
+        experiment::parse_device(&experiment.device)?,
+        tch::Device::Cuda(_)
+    );
+    let ranks =
+        distributed::Ranks::from_env(std::time::Duration::from_secs(args.dist_timeout), cuda)?;
     if let Some(n) = args.nproc.filter(|&n| n != ranks.world()) {
         anyhow::bail!("--nproc {n}, but this worker was launched as one of {} ranks", ranks.world());
     }
