@@ -70,6 +70,47 @@
 //! opt.step();
 //! assert_eq!(report.weights.len(), 2);
 //! ```
+//!
+//! The same loop, data-parallel (`balance-dist` joins the ranks; under `torchrun` use
+//! `Launch::from_env()`). Four additions: the balancer gets the group, rank 0's parameters and balancer
+//! state are broadcast once, each rank trains on its shard of the global batch, and the gradients are
+//! all-reduced before the optimizer's step. The balancer's inputs (losses, GradNorm's norms, Gram
+//! matrices) are then the global batch's, so every rank computes the same weights. Here a group of one
+//! rank, so that the example runs anywhere:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use balance::{Balancer, BalancerSpec, DataParallel, SharedParts};
+//! use balance_dist::{free_port, GroupOptions, ProcessGroup};
+//! use tch::{nn, nn::Module, nn::OptimizerConfig, Device, Kind, Tensor};
+//!
+//! let group = Arc::new(ProcessGroup::new(&GroupOptions::new("127.0.0.1", free_port()?, 0, 1))?);
+//! let dp = DataParallel::new(group.clone());                                  // (1) the group
+//! let vs = nn::VarStore::new(Device::Cpu);
+//! let trunk = nn::linear(vs.root() / "trunk", 4, 8, Default::default());
+//! let heads = [nn::linear(vs.root() / "a", 8, 1, Default::default()),
+//!              nn::linear(vs.root() / "b", 8, 1, Default::default())];
+//! let parts = SharedParts::from_var_store(&vs, &["trunk"], Some("trunk"));
+//! let params = vs.trainable_variables();
+//! let spec: BalancerSpec = r#"{"method": "grad_norm", "shared": "all_shared"}"#.parse()?;
+//! let mut balancer = Balancer::from_spec(&spec, &["a", "b"])?.with_data_parallel(dp.clone());
+//! dp.broadcast_parameters(&params)?;                                          // (2) rank 0's start
+//! balancer.sync_from_rank0()?;
+//! let mut opt = nn::Adam::default().build(&vs, 1e-3)?;
+//! let global = Tensor::randn([64, 4], (Kind::Float, Device::Cpu));
+//! let rows = 64 / group.world_size() as i64;
+//! for _ in 0..3 {
+//!     let x = global.narrow(0, rows * group.rank() as i64, rows);             // (3) this rank's shard
+//!     let hidden = trunk.forward(&x).relu();
+//!     let losses: Vec<Tensor> = heads.iter().map(|h| h.forward(&hidden).square().mean(Kind::Float)).collect();
+//!     opt.zero_grad();
+//!     balancer.backward(&losses, &parts, Some(&hidden))?;
+//!     dp.all_reduce_gradients(&params)?;                                      // (4) global gradient
+//!     opt.step();
+//! }
+//! assert_eq!(balancer.step(), 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub use balance_core::*;
 

@@ -295,6 +295,22 @@ fn a_two_rank_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
     let b: TrainCheckpoint = read_json(&resumed.join("final.json"));
     assert_eq!(a.global_step, 12);
     assert_eq!(a, b, "the resumed run ends bit-identical to the uninterrupted one");
+
+    // The 2-rank checkpoint also resumes in one process: from there a one-process trajectory, equal to
+    // the 2-rank one to float tolerance (as in the test above).
+    tch::set_num_threads(1);
+    let (train, eval) = data();
+    let mut single = trainer(RESUME_SPEC, 999);
+    single.restore(&checkpoint).unwrap();
+    single.run(&train, &eval, &mut Trace::default()).unwrap();
+    let c = single.checkpoint().unwrap();
+    assert_eq!(c.global_step, 12);
+    let last = |t: &TrainCheckpoint| -> Vec<f64> {
+        let epoch = t.history.last().unwrap();
+        epoch.metrics.iter().map(|m| m.auc.unwrap()).chain(epoch.weights.iter().copied()).collect()
+    };
+    let diff = max_abs_diff(&[last(&a)], &[last(&c)]);
+    assert!(diff < 1e-4, "1-process resumption differs by {diff:e}");
     for dir in [straight, killed, resumed] {
         let _ = std::fs::remove_dir_all(dir);
     }

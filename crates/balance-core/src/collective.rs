@@ -220,6 +220,63 @@ impl DataParallel {
         Ok(())
     }
 
+    /// Gives every rank rank 0's values of `params` (in place; one broadcast per tensor), so that all
+    /// ranks start from the same model.
+    pub fn broadcast_parameters(&self, params: &[Tensor]) -> Result<()> {
+        tch::no_grad(|| {
+            for p in params {
+                let mut p = p.shallow_clone();
+                self.collective.broadcast(&mut p, 0)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Replaces every parameter's `.grad` by the global batch's gradient, `sum_r s_r grad_r`, in one
+    /// all-reduce of a flat buffer (a parameter without `.grad` counts as zero and gets one). Call it
+    /// after [`crate::Balancer::backward`] and before the optimizer's step.
+    pub fn all_reduce_gradients(&self, params: &[Tensor]) -> Result<()> {
+        let buffer = tch::no_grad(|| -> Result<Option<Tensor>> {
+            let flat: Vec<Tensor> = params
+                .iter()
+                .map(|p| {
+                    let g = p.grad();
+                    if g.defined() {
+                        g.f_reshape([-1])
+                    } else {
+                        p.f_zeros_like().and_then(|z| z.f_reshape([-1]))
+                    }
+                })
+                .collect::<std::result::Result<_, _>>()
+                .context("flattening the gradients")?;
+            if flat.is_empty() {
+                return Ok(None);
+            }
+            let mut buffer = Tensor::f_cat(&flat, 0).context("flattening the gradients")?;
+            self.global_mean_tensor(&mut buffer)?;
+            Ok(Some(buffer))
+        })?;
+        let Some(buffer) = buffer else {
+            return Ok(());
+        };
+        let mut offset = 0i64;
+        for p in params {
+            let n = p.numel() as i64;
+            let piece = buffer
+                .f_narrow(0, offset, n)
+                .and_then(|v| v.f_view(p.size().as_slice()))
+                .context("writing the reduced gradients")?;
+            let mut g = p.grad();
+            if g.defined() {
+                tch::no_grad(|| g.f_copy_(&piece)).context("writing the reduced gradients")?;
+            } else {
+                crate::grad::accumulate_param_grads(&[p], &[Some(piece)])?;
+            }
+            offset += n;
+        }
+        Ok(())
+    }
+
     /// Rank 0's `bytes` on every rank (two broadcasts: the length, then the bytes).
     pub fn broadcast_bytes(&self, bytes: &[u8]) -> Result<Vec<u8>> {
         let mut len = Tensor::from_slice(&[bytes.len() as i64]);
