@@ -91,8 +91,8 @@ impl Balancer {
     }
 
     /// Makes the balancer data-parallel (builder style): loss values, label statistics and the gradient
-    /// statistics of gradient methods become the global batch's (see [`crate::collective`]), and after
-    /// every step the ranks check that they hold bit-identical weights. Call
+    /// statistics of gradient methods become the global batch's (see [`crate::collective`]), and the
+    /// ranks check that they hold bit-identical weights (every step in debug builds). Call
     /// [`Balancer::set_shard`] before a step whose shards are not equal.
     pub fn with_data_parallel(mut self, data_parallel: DataParallel) -> Self {
         self.data_parallel = Some(data_parallel);

@@ -104,6 +104,18 @@ pub struct ProcessGroup {
     rank: usize,
     world_size: usize,
     timeout_ms: AtomicU64,
+    calls: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// What this rank has sent into collectives so far: calls, and the bytes of the tensors it handed them
+/// (the payload; a ring all-reduce moves about twice that over the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Traffic {
+    /// Collectives called (barriers included).
+    pub calls: u64,
+    /// Bytes of the tensors reduced, broadcast or gathered.
+    pub bytes: u64,
 }
 
 // SAFETY: c10d's backends are built to be driven from any thread (ProcessGroupGloo queues work under a
@@ -164,6 +176,8 @@ impl ProcessGroup {
                 rank: options.rank,
                 world_size: options.world_size,
                 timeout_ms: AtomicU64::new(timeout_ms),
+                calls: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
             })
             .ok_or_else(|| DistError::Collective {
                 rank: options.rank,
@@ -184,6 +198,22 @@ impl ProcessGroup {
     /// The number of ranks.
     pub fn world_size(&self) -> usize {
         self.world_size
+    }
+
+    /// The collectives and payload bytes of this rank so far.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            calls: self.calls.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count(&self, tensor: Option<&Tensor>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = tensor {
+            let bytes = t.numel() as u64 * t.kind().elt_size_in_bytes() as u64;
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 
     /// The bound on every collective.
@@ -246,6 +276,7 @@ impl ProcessGroup {
             ReduceOp::Max => 1,
             ReduceOp::Min => 2,
         };
+        self.count(Some(tensor));
         self.on_contiguous("all_reduce", tensor, |t| {
             let ptr = t.as_mut_ptr() as *mut c_void;
             // SAFETY: `t` outlives the call, which reads and writes it in place.
@@ -262,6 +293,7 @@ impl ProcessGroup {
     /// Overwrites `tensor` on every rank with rank `root`'s.
     pub fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<()> {
         let root = as_c_int(root, "root")?;
+        self.count(Some(tensor));
         self.on_contiguous("broadcast", tensor, |t| {
             let ptr = t.as_mut_ptr() as *mut c_void;
             // SAFETY: `t` outlives the call, which writes it in place.
@@ -271,6 +303,7 @@ impl ProcessGroup {
 
     /// Every rank's `tensor` (same shape and kind on all ranks), in rank order.
     pub fn all_gather(&self, tensor: &Tensor) -> Result<Vec<Tensor>> {
+        self.count(Some(tensor));
         let mut input = tensor
             .f_contiguous()
             .map_err(|e| self.torch_error("all_gather", e))?;
@@ -292,6 +325,7 @@ impl ProcessGroup {
 
     /// Returns once every rank has reached it (or errors at the timeout).
     pub fn barrier(&self) -> Result<()> {
+        self.count(None);
         // SAFETY: no pointer but the group's.
         self.call("barrier", |g, ms, err| unsafe { ffi::bd_barrier(g, ms, err) })
     }

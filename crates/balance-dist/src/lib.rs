@@ -16,6 +16,6 @@ mod launch;
 pub mod local;
 
 pub use error::{DistError, Result};
-pub use group::{nccl_available, GroupOptions, ProcessGroup};
+pub use group::{nccl_available, GroupOptions, ProcessGroup, Traffic};
 pub use launch::{vars, Launch};
 pub use local::{free_port, LocalJob, WorkerExit};

@@ -101,6 +101,10 @@ fn collectives_give_the_values_of_an_independent_computation() {
         let want: Vec<Vec<f64>> = (0..group.world_size()).map(|k| vec![k as f64, 100.0]).collect();
         assert_eq!(got, want);
         group.barrier().unwrap();
+        // 7 collectives and a barrier so far; payload: 3 x 2 f64 + 1 f32 + 6 f32 + 2 f64 + 2 i64.
+        let traffic = group.traffic();
+        assert_eq!(traffic.calls, 8);
+        assert_eq!(traffic.bytes, 3 * 16 + 4 + 24 + 16 + 16);
         return;
     }
     for world in [2, 3] {
