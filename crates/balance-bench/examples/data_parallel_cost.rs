@@ -120,7 +120,7 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_file(&out);
     let static_bytes = ranks[0]["bytes_per_step"].as_f64().unwrap_or(f64::NAN);
     println!("global batch {}, cascade MMoE", batch());
-    println!("(gradient of  {} float32 parameters per step)", static_bytes / 4.0);
+    println!("(the flat gradient: {} float32 values per step)", static_bytes / 4.0);
     println!("| balancer | 1 x 2 threads, samples/s | 2 ranks x 1 thread, samples/s | ratio | collectives/step | bytes/step | bytes vs static |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for ((spec, base), r) in SPECS.iter().zip(&baseline).zip(&ranks) {

@@ -29,16 +29,13 @@ impl Ranks {
         Self::default()
     }
 
-    /// Joins the group that the environment describes (torchrun's variables), or a one-process run when
-    /// `WORLD_SIZE` is unset or 1. `timeout` bounds the rendezvous and every collective. With `cuda`,
+    /// Joins the group that the environment describes (torchrun's variables; a group of one when
+    /// `WORLD_SIZE=1`, which still runs every collective), or a one-process run when `WORLD_SIZE` is unset. `timeout` bounds the rendezvous and every collective. With `cuda`,
     /// CUDA tensors go through NCCL when this build has it (feature `nccl`), else through Gloo.
     pub fn from_env(timeout: Duration, cuda: bool) -> Result<Self> {
         let Some(launch) = Launch::from_env()? else {
             return Ok(Self::single());
         };
-        if launch.world_size == 1 {
-            return Ok(Self::single());
-        }
         let options = balance_dist::GroupOptions {
             nccl: cuda && balance_dist::nccl_available(),
             ..launch.group_options(timeout)
