@@ -19,7 +19,9 @@ use balance_dist::{free_port, Launch, LocalJob, ProcessGroup};
 use balance_harness::data::{Dataset, Task};
 use balance_harness::nn::MlpConfig;
 use balance_harness::synthetic::{bench_input, cascade};
-use balance_harness::train::{EpochReport, Observer, StepEvent, TrainCheckpoint, TrainConfig, Trainer};
+use balance_harness::train::{
+    EpochReport, Observer, StepEvent, TrainCheckpoint, TrainConfig, Trainer,
+};
 use balance_harness::{Mmoe, MmoeConfig};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device};
@@ -68,7 +70,15 @@ fn trainer(spec: &str, init_seed: i64) -> Trainer<Mmoe> {
         ..TrainConfig::default()
     };
     let tasks = data().0.tasks;
-    Trainer::new(model, vs.trainable_variables(), balancer, tasks, train, Device::Cpu).unwrap()
+    Trainer::new(
+        model,
+        vs.trainable_variables(),
+        balancer,
+        tasks,
+        train,
+        Device::Cpu,
+    )
+    .unwrap()
 }
 
 /// Every step's loss values and applied weights, and the epochs.
@@ -90,7 +100,9 @@ impl Observer for Trace {
 }
 
 fn group() -> Arc<ProcessGroup> {
-    let launch = Launch::from_env().unwrap().expect("a worker has WORLD_SIZE");
+    let launch = Launch::from_env()
+        .unwrap()
+        .expect("a worker has WORLD_SIZE");
     Arc::new(ProcessGroup::new(&launch.group_options(Duration::from_secs(30))).unwrap())
 }
 
@@ -106,14 +118,20 @@ fn write_json<T: Serialize>(path: &Path, value: &T) {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> T {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .unwrap()
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 /// Runs this test as `world` workers writing into a fresh folder; returns the folder. Fails with the
 /// workers' stderr when one fails or outlives `deadline`.
 fn run_job(test: &str, world: usize, deadline: Duration, env: &[(&str, String)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("balance-dp-{test}-{}-{}", std::process::id(), free_port().unwrap()));
+    let dir = std::env::temp_dir().join(format!(
+        "balance-dp-{test}-{}-{}",
+        std::process::id(),
+        free_port().unwrap()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let exe = std::env::current_exe().unwrap();
     let job = LocalJob::spawn(world, free_port().unwrap(), |rank| {
@@ -130,8 +148,14 @@ fn run_job(test: &str, world: usize, deadline: Duration, env: &[(&str, String)])
     })
     .unwrap();
     for exit in job.wait(deadline) {
-        let log = std::fs::read_to_string(dir.join(format!("rank{}.err", exit.rank))).unwrap_or_default();
-        assert!(exit.success(), "rank {} failed ({:?}):\n{log}", exit.rank, exit.status);
+        let log =
+            std::fs::read_to_string(dir.join(format!("rank{}.err", exit.rank))).unwrap_or_default();
+        assert!(
+            exit.success(),
+            "rank {} failed ({:?}):\n{log}",
+            exit.rank,
+            exit.status
+        );
     }
     dir
 }
@@ -162,7 +186,10 @@ fn two_ranks_follow_the_one_process_trajectory_for_every_balancer_family() {
             trainer.run(&train, &eval, &mut trace).unwrap();
             write_json(&spec_file(&dir, index, group.rank()), &trace);
             if group.rank() == 0 && index == 3 {
-                write_json(&dir.join("grad_norm.final.json"), &trainer.checkpoint().unwrap());
+                write_json(
+                    &dir.join("grad_norm.final.json"),
+                    &trainer.checkpoint().unwrap(),
+                );
             }
         }
         return;
@@ -181,8 +208,14 @@ fn two_ranks_follow_the_one_process_trajectory_for_every_balancer_family() {
         let rank0: Trace = read_json(&spec_file(&dir, index, 0));
         let rank1: Trace = read_json(&spec_file(&dir, index, 1));
         // Bit-identical weights on both ranks, every step (the run's own check enforces it too).
-        assert_eq!(rank0.weights, rank1.weights, "{spec}: the ranks' weights differ");
-        assert_eq!(rank0.losses, rank1.losses, "{spec}: the ranks' global losses differ");
+        assert_eq!(
+            rank0.weights, rank1.weights,
+            "{spec}: the ranks' weights differ"
+        );
+        assert_eq!(
+            rank0.losses, rank1.losses,
+            "{spec}: the ranks' global losses differ"
+        );
 
         let mut single = trainer(spec, 7);
         let mut reference = Trace::default();
@@ -194,18 +227,34 @@ fn two_ranks_follow_the_one_process_trajectory_for_every_balancer_family() {
         let metric = |t: &Trace| -> Vec<Vec<f64>> {
             t.epochs
                 .iter()
-                .map(|e| e.metrics.iter().flat_map(|m| [m.auc.unwrap(), m.log_loss.unwrap()]).collect())
+                .map(|e| {
+                    e.metrics
+                        .iter()
+                        .flat_map(|m| [m.auc.unwrap(), m.log_loss.unwrap()])
+                        .collect()
+                })
                 .collect()
         };
         let metric_diff = max_abs_diff(&metric(&rank0), &metric(&reference));
-        report.push(format!("{spec}: loss {loss_diff:.1e}, weight {weight_diff:.1e}, metric {metric_diff:.1e}"));
+        report.push(format!(
+            "{spec}: loss {loss_diff:.1e}, weight {weight_diff:.1e}, metric {metric_diff:.1e}"
+        ));
         // Tolerances: float32 models whose batch is summed in two halves instead of one; measured
         // differences are below 1e-6 (see the printed report); 1e-4 leaves room for other BLAS builds.
         assert!(loss_diff < 1e-4, "{spec}: losses differ by {loss_diff:e}");
-        assert!(weight_diff < 1e-4, "{spec}: weights differ by {weight_diff:e}");
-        assert!(metric_diff < 1e-4, "{spec}: metrics differ by {metric_diff:e}");
+        assert!(
+            weight_diff < 1e-4,
+            "{spec}: weights differ by {weight_diff:e}"
+        );
+        assert!(
+            metric_diff < 1e-4,
+            "{spec}: metrics differ by {metric_diff:e}"
+        );
     }
-    eprintln!("2 ranks vs 1 process, max abs differences:\n  {}", report.join("\n  "));
+    eprintln!(
+        "2 ranks vs 1 process, max abs differences:\n  {}",
+        report.join("\n  ")
+    );
     // The uninterrupted 2-rank GradNorm run, for the resume test.
     let _: TrainCheckpoint = read_json(&dir.join("grad_norm.final.json"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -258,7 +307,12 @@ fn a_two_rank_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
         }
         return;
     }
-    let straight = run_job(test, 2, Duration::from_secs(120), &[(PHASE, "straight".into())]);
+    let straight = run_job(
+        test,
+        2,
+        Duration::from_secs(120),
+        &[(PHASE, "straight".into())],
+    );
 
     // The killed run: wait for rank 0's checkpoint, then kill both ranks mid-epoch.
     let killed = std::env::temp_dir().join(format!("balance-dp-killed-{}", std::process::id()));
@@ -283,18 +337,28 @@ fn a_two_rank_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
     std::thread::sleep(Duration::from_millis(300)); // a step or so past the checkpoint
     drop(job); // SIGKILL to both ranks
     let checkpoint: TrainCheckpoint = read_json(&killed.join("checkpoint.json"));
-    assert_eq!((checkpoint.epoch, checkpoint.global_step), (1, 8), "mid-epoch");
+    assert_eq!(
+        (checkpoint.epoch, checkpoint.global_step),
+        (1, 8),
+        "mid-epoch"
+    );
 
     let resumed = run_job(
         test,
         2,
         Duration::from_secs(120),
-        &[(PHASE, "resumed".into()), ("BALANCE_DP_TEST_FROM", killed.display().to_string())],
+        &[
+            (PHASE, "resumed".into()),
+            ("BALANCE_DP_TEST_FROM", killed.display().to_string()),
+        ],
     );
     let a: TrainCheckpoint = read_json(&straight.join("final.json"));
     let b: TrainCheckpoint = read_json(&resumed.join("final.json"));
     assert_eq!(a.global_step, 12);
-    assert_eq!(a, b, "the resumed run ends bit-identical to the uninterrupted one");
+    assert_eq!(
+        a, b,
+        "the resumed run ends bit-identical to the uninterrupted one"
+    );
 
     // The 2-rank checkpoint also resumes in one process: from there a one-process trajectory, equal to
     // the 2-rank one to float tolerance (as in the test above).
@@ -307,7 +371,12 @@ fn a_two_rank_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
     assert_eq!(c.global_step, 12);
     let last = |t: &TrainCheckpoint| -> Vec<f64> {
         let epoch = t.history.last().unwrap();
-        epoch.metrics.iter().map(|m| m.auc.unwrap()).chain(epoch.weights.iter().copied()).collect()
+        epoch
+            .metrics
+            .iter()
+            .map(|m| m.auc.unwrap())
+            .chain(epoch.weights.iter().copied())
+            .collect()
     };
     let diff = max_abs_diff(&[last(&a)], &[last(&c)]);
     assert!(diff < 1e-4, "1-process resumption differs by {diff:e}");

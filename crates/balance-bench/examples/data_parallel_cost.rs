@@ -34,7 +34,10 @@ const OUT: &str = "BALANCE_DP_COST_OUT";
 
 /// The global batch: the first argument, else 1024.
 fn batch() -> i64 {
-    std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1024)
+    std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1024)
 }
 
 fn data() -> Result<(Dataset, Dataset)> {
@@ -42,7 +45,9 @@ fn data() -> Result<(Dataset, Dataset)> {
     let all = Dataset {
         examples: cascade(50 * batch as usize + 2048, 5),
         input: bench_input(),
-        tasks: ["response", "conversion", "high_value"].map(Task::binary).to_vec(),
+        tasks: ["response", "conversion", "high_value"]
+            .map(Task::binary)
+            .to_vec(),
     };
     Ok(all.split_at(50 * batch)?)
 }
@@ -58,7 +63,14 @@ fn trainer(spec: &str) -> Result<Trainer<Mmoe>> {
         ..TrainConfig::default()
     };
     let tasks = data()?.0.tasks;
-    Ok(Trainer::new(model, vs.trainable_variables(), balancer, tasks, config, Device::Cpu)?)
+    Ok(Trainer::new(
+        model,
+        vs.trainable_variables(),
+        balancer,
+        tasks,
+        config,
+        Device::Cpu,
+    )?)
 }
 
 /// Samples per second over `MEASURED` steps after `WARMUP` (one epoch is 50 steps: no evaluation).
@@ -72,7 +84,9 @@ fn samples_per_second(trainer: &mut Trainer<Mmoe>, train: &Dataset, eval: &Datas
 fn worker(out: PathBuf) -> Result<()> {
     tch::set_num_threads(1);
     let launch = Launch::from_env()?.context("a worker has WORLD_SIZE")?;
-    let group = Arc::new(ProcessGroup::new(&launch.group_options(Duration::from_secs(120)))?);
+    let group = Arc::new(ProcessGroup::new(
+        &launch.group_options(Duration::from_secs(120)),
+    )?);
     let (train, eval) = data()?;
     let mut lines = Vec::new();
     for spec in SPECS {
@@ -114,13 +128,21 @@ fn main() -> Result<()> {
         cmd
     })?;
     for exit in job.wait(Duration::from_secs(1800)) {
-        anyhow::ensure!(exit.success(), "rank {} failed: {:?}", exit.rank, exit.status);
+        anyhow::ensure!(
+            exit.success(),
+            "rank {} failed: {:?}",
+            exit.rank,
+            exit.status
+        );
     }
     let ranks: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&out)?)?;
     let _ = std::fs::remove_file(&out);
     let static_bytes = ranks[0]["bytes_per_step"].as_f64().unwrap_or(f64::NAN);
     println!("global batch {}, cascade MMoE", batch());
-    println!("(the flat gradient: {} float32 values per step)", static_bytes / 4.0);
+    println!(
+        "(the flat gradient: {} float32 values per step)",
+        static_bytes / 4.0
+    );
     println!("| balancer | 1 x 2 threads, samples/s | 2 ranks x 1 thread, samples/s | ratio | collectives/step | bytes/step | bytes vs static |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for ((spec, base), r) in SPECS.iter().zip(&baseline).zip(&ranks) {

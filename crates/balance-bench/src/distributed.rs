@@ -69,7 +69,10 @@ impl Ranks {
 
     /// Threads for this process: `total` split evenly between the ranks of this machine, at least one.
     pub fn threads(&self, total: i32) -> i32 {
-        let local = self.launch.as_ref().map_or(1, |l| l.local_world_size.max(1));
+        let local = self
+            .launch
+            .as_ref()
+            .map_or(1, |l| l.local_world_size.max(1));
         (total / i32::try_from(local).unwrap_or(i32::MAX)).max(1)
     }
 
@@ -96,7 +99,8 @@ impl Ranks {
             return Ok(flags.to_vec());
         };
         let bytes: Vec<u8> = flags.iter().map(|&f| u8::from(f)).collect();
-        let received = DataParallel::new(Arc::clone(group) as Arc<dyn Collective>).broadcast_bytes(&bytes)?;
+        let received =
+            DataParallel::new(Arc::clone(group) as Arc<dyn Collective>).broadcast_bytes(&bytes)?;
         Ok(received.into_iter().map(|b| b != 0).collect())
     }
 }
@@ -154,7 +158,9 @@ pub fn launch_local(nproc: usize, args: &[OsString]) -> Result<ExitCode> {
         .and_then(|e| e.status)
         .and_then(|s| s.code())
         .unwrap_or(1);
-    Ok(ExitCode::from(u8::try_from(root).ok().filter(|&c| c != 0).unwrap_or(1)))
+    Ok(ExitCode::from(
+        u8::try_from(root).ok().filter(|&c| c != 0).unwrap_or(1),
+    ))
 }
 
 #[cfg(test)]
@@ -163,10 +169,18 @@ mod tests {
 
     #[test]
     fn nproc_is_removed_in_both_spellings_and_nothing_else() {
-        let args: Vec<OsString> = ["run", "--nproc", "2", "--seeds", "1", "--nproc=3", "--quiet"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let args: Vec<OsString> = [
+            "run",
+            "--nproc",
+            "2",
+            "--seeds",
+            "1",
+            "--nproc=3",
+            "--quiet",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
         let kept: Vec<String> = without_nproc(&args)
             .iter()
             .map(|a| a.to_string_lossy().into_owned())

@@ -209,7 +209,10 @@ impl Experiment {
             return bad(
                 "batch_size",
                 self.batch_size.to_string(),
-                &format!("at least the {} data-parallel ranks (it is the global batch)", self.ranks),
+                &format!(
+                    "at least the {} data-parallel ranks (it is the global batch)",
+                    self.ranks
+                ),
             );
         }
         parse_device(&self.device)?;

@@ -228,10 +228,8 @@ pub fn main() -> ExitCode {
         }
     };
     if let Some(Command::Run(args)) = &cli.command {
-        if let (Some(nproc), None) = (
-            args.nproc,
-            std::env::var_os(balance_dist::vars::WORLD_SIZE),
-        ) {
+        if let (Some(nproc), None) = (args.nproc, std::env::var_os(balance_dist::vars::WORLD_SIZE))
+        {
             let raw: Vec<OsString> = std::env::args_os().collect();
             return match distributed::launch_local(nproc, &raw) {
                 Ok(code) => code,
@@ -429,7 +427,10 @@ fn compare_balancers(args: &RunArgs, out: &mut dyn Write) -> Result<()> {
     let ranks =
         distributed::Ranks::from_env(std::time::Duration::from_secs(args.dist_timeout), cuda)?;
     if let Some(n) = args.nproc.filter(|&n| n != ranks.world()) {
-        anyhow::bail!("--nproc {n}, but this worker was launched as one of {} ranks", ranks.world());
+        anyhow::bail!(
+            "--nproc {n}, but this worker was launched as one of {} ranks",
+            ranks.world()
+        );
     }
     if experiment.ranks != 1 && experiment.ranks != ranks.world() {
         anyhow::bail!(

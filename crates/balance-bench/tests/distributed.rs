@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_balance-bench");
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("balance-bench-dist-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("balance-bench-dist-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -19,9 +20,29 @@ fn scratch(name: &str) -> PathBuf {
 /// A small comparison into `out`: three balancer families, `seeds` seeds, one epoch of 12 steps of 250.
 fn args(out: &Path, seeds: &str) -> Vec<String> {
     [
-        "run", "--model", "mmoe", "--balancer", "loss_norm", "--balancer", "grad_norm", "--balancer",
-        "mgda", "--epochs", "1", "--rows", "3000", "--holdout-rows", "2000", "--batch-size", "250",
-        "--threads", "2", "--quiet", "--seeds", seeds, "--out",
+        "run",
+        "--model",
+        "mmoe",
+        "--balancer",
+        "loss_norm",
+        "--balancer",
+        "grad_norm",
+        "--balancer",
+        "mgda",
+        "--epochs",
+        "1",
+        "--rows",
+        "3000",
+        "--holdout-rows",
+        "2000",
+        "--batch-size",
+        "250",
+        "--threads",
+        "2",
+        "--quiet",
+        "--seeds",
+        seeds,
+        "--out",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -54,11 +75,17 @@ fn metrics(dir: &Path) -> (Vec<(String, u64, String, f64, f64)>, String) {
             ));
         }
     }
-    (rows, report["device"].as_str().unwrap_or_default().to_string())
+    (
+        rows,
+        report["device"].as_str().unwrap_or_default().to_string(),
+    )
 }
 
 /// The largest metric difference between two reports of the same runs.
-fn max_difference(a: &[(String, u64, String, f64, f64)], b: &[(String, u64, String, f64, f64)]) -> f64 {
+fn max_difference(
+    a: &[(String, u64, String, f64, f64)],
+    b: &[(String, u64, String, f64, f64)],
+) -> f64 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)
@@ -78,12 +105,19 @@ fn torchrun() -> Option<PathBuf> {
 #[test]
 fn nproc_and_torchrun_report_the_one_process_metrics() {
     let single = scratch("single");
-    check(&Command::new(BIN).args(args(&single, "2")).output().unwrap(), "one process");
+    check(
+        &Command::new(BIN).args(args(&single, "2")).output().unwrap(),
+        "one process",
+    );
     let (one, one_device) = metrics(&single);
     assert!(!one_device.contains("ranks"), "{one_device}");
 
     let two = scratch("nproc");
-    let out = Command::new(BIN).args(args(&two, "2")).args(["--nproc", "2"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(args(&two, "2"))
+        .args(["--nproc", "2"])
+        .output()
+        .unwrap();
     check(&out, "--nproc 2");
     // Rank 0 alone writes the report (once).
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -92,7 +126,10 @@ fn nproc_and_torchrun_report_the_one_process_metrics() {
     assert!(device.contains("x 2 data-parallel ranks"), "{device}");
     // 2 ranks x 125 rows against 1 x 250: float32 sums in another order. Measured here: below 1e-6.
     let diff = max_difference(&one, &nproc);
-    assert!(diff < 1e-5, "--nproc 2 differs from one process by {diff:e}");
+    assert!(
+        diff < 1e-5,
+        "--nproc 2 differs from one process by {diff:e}"
+    );
 
     // The same under torchrun, which hosts the store in its agent.
     match torchrun() {
@@ -149,7 +186,10 @@ fn a_rank_killed_mid_run_stops_rank_0_with_an_error_within_the_timeout() {
     };
     while stored_runs() == 0 {
         assert!(Instant::now() < deadline, "no run stored within 120 s");
-        assert!(rank0.try_wait().unwrap().is_none(), "rank 0 ended before any run was stored");
+        assert!(
+            rank0.try_wait().unwrap().is_none(),
+            "rank 0 ended before any run was stored"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     rank1.kill().unwrap();
@@ -163,7 +203,11 @@ fn a_rank_killed_mid_run_stops_rank_0_with_an_error_within_the_timeout() {
         "the error names the rank and a collective: {stderr}"
     );
     eprintln!("rank 0 after its peer was killed:\n{stderr}");
-    assert!(killed_at.elapsed() < Duration::from_secs(60), "bounded: {:?}", killed_at.elapsed());
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(60),
+        "bounded: {:?}",
+        killed_at.elapsed()
+    );
     // Only whole files: every stored run parses, no temporary is left, no report was written.
     for entry in std::fs::read_dir(&runs).unwrap() {
         let path = entry.unwrap().path();

@@ -208,7 +208,11 @@ impl DataParallel {
         if self.check_every == 0 || step % self.check_every != 0 || self.world_size() < 2 {
             return Ok(());
         }
-        let both: Vec<f64> = values.iter().copied().chain(values.iter().map(|v| -v)).collect();
+        let both: Vec<f64> = values
+            .iter()
+            .copied()
+            .chain(values.iter().map(|v| -v))
+            .collect();
         let reduced = self.sum_f64(&both, 1.0, ReduceOp::Max)?;
         let (max, neg_min) = reduced.split_at(values.len());
         let spread = max
@@ -289,7 +293,9 @@ impl DataParallel {
     pub fn broadcast_bytes(&self, bytes: &[u8]) -> Result<Vec<u8>> {
         let mut len = Tensor::from_slice(&[bytes.len() as i64]);
         self.collective.broadcast(&mut len, 0)?;
-        let n = len.f_int64_value(&[0]).context("reading a broadcast length")?;
+        let n = len
+            .f_int64_value(&[0])
+            .context("reading a broadcast length")?;
         let mut data = if self.rank() == 0 {
             Tensor::from_slice(bytes)
         } else {

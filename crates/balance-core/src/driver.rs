@@ -119,12 +119,11 @@ impl Balancer {
         let Some(dp) = self.data_parallel.clone() else {
             return Ok(());
         };
-        let json = serde_json::to_vec(&self.checkpoint()?).map_err(|e| {
-            BalanceError::StateMismatch {
+        let json =
+            serde_json::to_vec(&self.checkpoint()?).map_err(|e| BalanceError::StateMismatch {
                 balancer: self.inner.name().to_string(),
                 reason: format!("state cannot be serialised: {e}"),
-            }
-        })?;
+            })?;
         let received = dp.broadcast_bytes(&json)?;
         let checkpoint: BalancerCheckpoint =
             serde_json::from_slice(&received).map_err(|e| BalanceError::StateMismatch {

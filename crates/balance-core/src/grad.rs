@@ -174,7 +174,9 @@ impl<'a> TaskNorms<'a> {
     /// Adds the next task's gradients of the target tensors `like` (`None` where it has none).
     pub fn push(&mut self, grads: &[Option<Tensor>], like: &[&Tensor]) -> Result<()> {
         match self.data_parallel {
-            None => self.norms.push(global_norm(grads.iter().map(Option::as_ref))?),
+            None => self
+                .norms
+                .push(global_norm(grads.iter().map(Option::as_ref))?),
             Some(_) if self.per_example => {
                 let norm = global_norm(grads.iter().map(Option::as_ref))?;
                 self.norms.push(norm * norm);

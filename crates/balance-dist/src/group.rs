@@ -38,7 +38,12 @@ pub struct GroupOptions {
 impl GroupOptions {
     /// Options for `rank` of `world_size` on `master_addr:master_port`: rank 0 hosts the store, a
     /// 60-second timeout, Gloo only.
-    pub fn new(master_addr: impl Into<String>, master_port: u16, rank: usize, world_size: usize) -> Self {
+    pub fn new(
+        master_addr: impl Into<String>,
+        master_port: u16,
+        rank: usize,
+        world_size: usize,
+    ) -> Self {
         Self {
             master_addr: master_addr.into(),
             master_port,
@@ -142,7 +147,8 @@ impl Drop for ProcessGroup {
 }
 
 fn as_c_int(value: usize, name: &str) -> Result<c_int> {
-    c_int::try_from(value).map_err(|_| DistError::launch(name, value.to_string(), "a value below 2^31"))
+    c_int::try_from(value)
+        .map_err(|_| DistError::launch(name, value.to_string(), "a value below 2^31"))
 }
 
 impl ProcessGroup {
@@ -227,7 +233,11 @@ impl ProcessGroup {
             .store(duration_ms(timeout).max(1), Ordering::Relaxed);
     }
 
-    fn call(&self, op: &str, f: impl FnOnce(*mut c_void, i64, *mut *mut c_char) -> c_int) -> Result<()> {
+    fn call(
+        &self,
+        op: &str,
+        f: impl FnOnce(*mut c_void, i64, *mut *mut c_char) -> c_int,
+    ) -> Result<()> {
         let mut err: *mut c_char = std::ptr::null_mut();
         let timeout = self.timeout_ms.load(Ordering::Relaxed) as i64;
         if f(self.raw.as_ptr(), timeout, &mut err) == 0 {
@@ -263,9 +273,7 @@ impl ProcessGroup {
         }
         let mut dense = tensor.f_contiguous().map_err(|e| self.torch_error(op, e))?;
         f(&mut dense)?;
-        tensor
-            .f_copy_(&dense)
-            .map_err(|e| self.torch_error(op, e))
+        tensor.f_copy_(&dense).map_err(|e| self.torch_error(op, e))
     }
 
     /// Combines every rank's `tensor` in place (sum, average, max or min). Gloo for CPU tensors, NCCL for
@@ -280,7 +288,9 @@ impl ProcessGroup {
         self.on_contiguous("all_reduce", tensor, |t| {
             let ptr = t.as_mut_ptr() as *mut c_void;
             // SAFETY: `t` outlives the call, which reads and writes it in place.
-            self.call("all_reduce", |g, ms, err| unsafe { ffi::bd_all_reduce(g, ptr, code, ms, err) })
+            self.call("all_reduce", |g, ms, err| unsafe {
+                ffi::bd_all_reduce(g, ptr, code, ms, err)
+            })
         })?;
         if op == ReduceOp::Average {
             let _ = tensor
@@ -297,7 +307,9 @@ impl ProcessGroup {
         self.on_contiguous("broadcast", tensor, |t| {
             let ptr = t.as_mut_ptr() as *mut c_void;
             // SAFETY: `t` outlives the call, which writes it in place.
-            self.call("broadcast", |g, ms, err| unsafe { ffi::bd_broadcast(g, ptr, root, ms, err) })
+            self.call("broadcast", |g, ms, err| unsafe {
+                ffi::bd_broadcast(g, ptr, root, ms, err)
+            })
         })
     }
 
@@ -327,7 +339,9 @@ impl ProcessGroup {
     pub fn barrier(&self) -> Result<()> {
         self.count(None);
         // SAFETY: no pointer but the group's.
-        self.call("barrier", |g, ms, err| unsafe { ffi::bd_barrier(g, ms, err) })
+        self.call("barrier", |g, ms, err| unsafe {
+            ffi::bd_barrier(g, ms, err)
+        })
     }
 }
 

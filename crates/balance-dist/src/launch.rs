@@ -69,11 +69,19 @@ impl Launch {
         };
         let world_size = number(vars::WORLD_SIZE, &world, "a whole number >= 1")? as usize;
         if world_size == 0 {
-            return Err(DistError::launch(vars::WORLD_SIZE, world, "a whole number >= 1"));
+            return Err(DistError::launch(
+                vars::WORLD_SIZE,
+                world,
+                "a whole number >= 1",
+            ));
         }
         let required = |name: &str| {
             get(name).ok_or_else(|| {
-                DistError::launch(name, "", format!("set whenever {} is (torchrun sets both)", vars::WORLD_SIZE))
+                DistError::launch(
+                    name,
+                    "",
+                    format!("set whenever {} is (torchrun sets both)", vars::WORLD_SIZE),
+                )
             })
         };
         let rank_text = required(vars::RANK)?;
@@ -87,10 +95,9 @@ impl Launch {
         }
         let master_addr = get(vars::MASTER_ADDR).unwrap_or_else(|| "127.0.0.1".into());
         let port_text = required(vars::MASTER_PORT)?;
-        let master_port = port_text
-            .trim()
-            .parse::<u16>()
-            .map_err(|_| DistError::launch(vars::MASTER_PORT, &port_text, "a TCP port (0-65535)"))?;
+        let master_port = port_text.trim().parse::<u16>().map_err(|_| {
+            DistError::launch(vars::MASTER_PORT, &port_text, "a TCP port (0-65535)")
+        })?;
         let local_rank = match get(vars::LOCAL_RANK) {
             Some(v) => number(vars::LOCAL_RANK, &v, "a whole number")? as usize,
             None => rank,
@@ -180,12 +187,17 @@ mod tests {
     fn no_world_size_is_a_single_process_and_bad_values_name_the_variable() {
         assert_eq!(read(&[("RANK", "1")]).unwrap(), None);
         let err = read(&[("WORLD_SIZE", "2"), ("RANK", "2"), ("MASTER_PORT", "1")]).unwrap_err();
-        assert!(err.to_string().contains("`RANK` = \"2\", expected below WORLD_SIZE=2"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("`RANK` = \"2\", expected below WORLD_SIZE=2"),
+            "{err}"
+        );
         let err = read(&[("WORLD_SIZE", "two")]).unwrap_err();
         assert!(err.to_string().contains("`WORLD_SIZE` = \"two\""), "{err}");
         let err = read(&[("WORLD_SIZE", "2"), ("RANK", "0")]).unwrap_err();
         assert!(err.to_string().contains("`MASTER_PORT`"), "{err}");
-        let err = read(&[("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_PORT", "70000")]).unwrap_err();
+        let err =
+            read(&[("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_PORT", "70000")]).unwrap_err();
         assert!(err.to_string().contains("a TCP port"), "{err}");
     }
 }

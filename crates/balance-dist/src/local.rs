@@ -14,7 +14,13 @@ pub fn free_port() -> Result<u16> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| DistError::launch("master_port", "0 (any free port)", format!("a bindable localhost port ({e})")))
+        .map_err(|e| {
+            DistError::launch(
+                "master_port",
+                "0 (any free port)",
+                format!("a bindable localhost port ({e})"),
+            )
+        })
 }
 
 /// What one worker did.

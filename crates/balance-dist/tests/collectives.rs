@@ -16,7 +16,12 @@ const WORKER: &str = "BALANCE_DIST_TEST_WORKER";
 const LOG_DIR: &str = "BALANCE_DIST_TEST_LOGS";
 
 /// Runs `test` as `world` workers (only the ranks in `ranks`) and returns each worker's stderr and exit.
-fn run_workers(test: &str, world: usize, ranks: &[usize], deadline: Duration) -> Vec<(usize, bool, String)> {
+fn run_workers(
+    test: &str,
+    world: usize,
+    ranks: &[usize],
+    deadline: Duration,
+) -> Vec<(usize, bool, String)> {
     let logs = std::env::temp_dir().join(format!("balance-dist-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&logs).unwrap();
     let exe = std::env::current_exe().unwrap();
@@ -29,7 +34,6 @@ fn run_workers(test: &str, world: usize, ranks: &[usize], deadline: Duration) ->
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(logs.join(format!("rank{rank}.err"))).unwrap());
         if !ranks.contains(&rank) {
-    
             cmd.env("BALANCE_DIST_TEST_ABSENT", "1");
         }
         cmd
@@ -40,7 +44,11 @@ fn run_workers(test: &str, world: usize, ranks: &[usize], deadline: Duration) ->
         .iter()
         .map(|e| {
             let log: PathBuf = logs.join(format!("rank{}.err", e.rank));
-            (e.rank, e.success(), std::fs::read_to_string(log).unwrap_or_default())
+            (
+                e.rank,
+                e.success(),
+                std::fs::read_to_string(log).unwrap_or_default(),
+            )
         })
         .collect();
     let _ = std::fs::remove_dir_all(&logs);
@@ -91,14 +99,21 @@ fn collectives_give_the_values_of_an_independent_computation() {
         let base = Tensor::from_slice(&[1.0f32, 2., 3., 4., 5., 6.]).reshape([2, 3]);
         let mut view = base.tr();
         group.all_reduce(&mut view, ReduceOp::Sum).unwrap();
-        assert_eq!(values(&base), vec![w, 2. * w, 3. * w, 4. * w, 5. * w, 6. * w]);
+        assert_eq!(
+            values(&base),
+            vec![w, 2. * w, 3. * w, 4. * w, 5. * w, 6. * w]
+        );
         // Broadcast from the last rank; all_gather in rank order; barrier.
         let mut b = Tensor::from_slice(&[r * 7.0, -r]);
         group.broadcast(&mut b, group.world_size() - 1).unwrap();
         assert_eq!(values(&b), vec![(w - 1.0) * 7.0, -(w - 1.0)]);
-        let gathered = group.all_gather(&Tensor::from_slice(&[r as i64, 100])).unwrap();
+        let gathered = group
+            .all_gather(&Tensor::from_slice(&[r as i64, 100]))
+            .unwrap();
         let got: Vec<Vec<f64>> = gathered.iter().map(values).collect();
-        let want: Vec<Vec<f64>> = (0..group.world_size()).map(|k| vec![k as f64, 100.0]).collect();
+        let want: Vec<Vec<f64>> = (0..group.world_size())
+            .map(|k| vec![k as f64, 100.0])
+            .collect();
         assert_eq!(got, want);
         group.barrier().unwrap();
         // 7 collectives and a barrier so far; payload: 3 x 2 f64 + 1 f32 + 6 f32 + 2 f64 + 2 i64.

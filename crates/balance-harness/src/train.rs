@@ -558,9 +558,9 @@ impl<M: MultiTaskModel> Trainer<M> {
                     let share = dp.share();
                     self.optimizer.step_with(|g| {
                         // The global batch's gradient: each rank's mean gradient weighted by its share.
-                        let _ = g
-                            .f_mul_scalar_(share)
-                            .map_err(|e| HarnessError::Optimizer(format!("scaling the gradient: {e}")))?;
+                        let _ = g.f_mul_scalar_(share).map_err(|e| {
+                            HarnessError::Optimizer(format!("scaling the gradient: {e}"))
+                        })?;
                         Ok(group.all_reduce(g, balance_core::ReduceOp::Sum)?)
                     })?
                 }
@@ -644,7 +644,12 @@ impl<M: MultiTaskModel> Trainer<M> {
 
     /// Per task, the model's outputs (logits for binary tasks) and the labels of rows
     /// `first..first + count` of `data`.
-    fn predict(&self, data: &Dataset, first: i64, count: i64) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+    fn predict(
+        &self,
+        data: &Dataset,
+        first: i64,
+        count: i64,
+    ) -> Result<(PerTask, PerTask)> {
         let tasks = self.tasks.len();
         let mut outputs: Vec<Vec<f32>> = vec![Vec::new(); tasks];
         let mut labels: Vec<Vec<f32>> = vec![Vec::new(); tasks];
@@ -747,11 +752,17 @@ impl<M: MultiTaskModel> Trainer<M> {
     }
 }
 
+/// One `f32` series per task (model outputs or labels).
+type PerTask = Vec<Vec<f32>>;
+
 /// Every rank's per-task `values` (its shard of `total` rows, [`shard`]), concatenated in rank order: one
 /// all-gather of the shards padded to the largest.
 fn gather_shards(group: &dyn Collective, values: &[Vec<f32>], total: i64) -> Result<Vec<Vec<f32>>> {
     let world = group.world_size();
-    let widest = (0..world).map(|r| shard(total, r, world).1).max().unwrap_or(0);
+    let widest = (0..world)
+        .map(|r| shard(total, r, world).1)
+        .max()
+        .unwrap_or(0);
     let tasks = values.len() as i64;
     let mut padded = vec![0f32; (tasks * widest) as usize];
     for (t, v) in values.iter().enumerate() {
@@ -765,7 +776,8 @@ fn gather_shards(group: &dyn Collective, values: &[Vec<f32>], total: i64) -> Res
     let mut out: Vec<Vec<f32>> = vec![Vec::with_capacity(total as usize); values.len()];
     for (r, part) in parts.iter().enumerate() {
         let len = shard(total, r, world).1 as usize;
-        let flat = Vec::<f32>::try_from(part.reshape([-1])).context("reading gathered predictions")?;
+        let flat =
+            Vec::<f32>::try_from(part.reshape([-1])).context("reading gathered predictions")?;
         for (t, o) in out.iter_mut().enumerate() {
             let row = t * widest as usize;
             o.extend_from_slice(&flat[row..row + len]);
