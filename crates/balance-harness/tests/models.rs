@@ -9,6 +9,17 @@ use balance_harness::synthetic::{bench_input, cascade};
 use balance_harness::{Mmoe, MmoeConfig, MultiTaskModel};
 use tch::{nn, Device, Kind, Tensor};
 
+/// libtorch's RNG (initialisation) is process-wide and these tests run in parallel: each takes the lock
+/// and seeds before building, so its models are the same in every run (unseeded, a ReLU tower that is
+/// dead on the whole probe batch made the reach check flaky).
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn seeded() -> std::sync::MutexGuard<'static, ()> {
+    let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(0);
+    guard
+}
+
 /// For each parameter, how many tasks' losses give it a non-zero gradient.
 fn tasks_reaching(model: &dyn MultiTaskModel, params: &[Tensor]) -> Vec<usize> {
     let batch = cascade(64, 3);
@@ -58,6 +69,7 @@ fn check(model: &dyn MultiTaskModel, tasks: usize, shared_exact: bool) {
 
 #[test]
 fn mmoe_shared_bottom_and_ple_declare_exactly_what_tasks_share() {
+    let _turn = seeded();
     let vs = nn::VarStore::new(Device::Cpu);
     let mmoe = Mmoe::new(
         &vs,
@@ -106,6 +118,7 @@ fn mmoe_shared_bottom_and_ple_declare_exactly_what_tasks_share() {
 
 #[test]
 fn esmm_shares_embeddings_and_its_ctcvr_is_the_product() {
+    let _turn = seeded();
     let vs = nn::VarStore::new(Device::Cpu);
     let esmm = Esmm::new(
         &vs,
@@ -130,6 +143,7 @@ fn esmm_shares_embeddings_and_its_ctcvr_is_the_product() {
 
 #[test]
 fn invalid_model_configs_name_the_field() {
+    let _turn = seeded();
     let vs = nn::VarStore::new(Device::Cpu);
     let err = SharedBottom::new(
         &vs,
