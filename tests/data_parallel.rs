@@ -1,6 +1,6 @@
 //! Data-parallel training is exact: 2 ranks (real processes, Gloo on localhost) with a global batch of B
-//! follow the trajectory of 1 process with batch B, for loss-weighting, GradNorm (all three shared
-//! targets) and gradient-combination balancers; both ranks hold bit-identical weights every step; and a
+//! follow the trajectory of 1 process with batch B, for every registered balancer (GradNorm on all three
+//! shared targets, gradient methods on parameters and on the representation); both ranks hold bit-identical weights every step; and a
 //! 2-rank run killed mid-epoch resumes from rank 0's checkpoint to the uninterrupted run's final state
 //! bit for bit.
 //!
@@ -30,18 +30,26 @@ const WORKER: &str = "BALANCE_DP_TEST_WORKER";
 const OUT: &str = "BALANCE_DP_TEST_OUT";
 const TASKS: [&str; 3] = ["response", "conversion", "high_value"];
 
-/// The balancers the issue names, GradNorm on each shared target.
-const SPECS: [&str; 9] = [
-    "static",
-    "loss_norm",
-    "uncertainty",
-    r#"{"method":"grad_norm","shared":"all_shared"}"#,
-    r#"{"method":"grad_norm","shared":"last_shared_layer"}"#,
-    r#"{"method":"grad_norm","shared":"representation"}"#,
-    "pcgrad",
-    "mgda",
-    "nashmtl",
-];
+/// Every registered balancer with its defaults, plus GradNorm on the two other shared targets and two
+/// gradient methods on the representation (per-example rows: the Gram matrix is reduced, not the rows).
+fn specs() -> Vec<String> {
+    let mut specs: Vec<String> = balance::registry()
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    specs.extend(
+        [
+            r#"{"method":"grad_norm","shared":"last_shared_layer"}"#,
+            r#"{"method":"grad_norm","shared":"representation"}"#,
+            r#"{"method":"mgda","target":"representation"}"#,
+            r#"{"method":"pcgrad","target":"representation"}"#,
+        ]
+        .map(String::from),
+    );
+    specs
+}
 
 fn data() -> (Dataset, Dataset) {
     let all = Dataset {
@@ -178,14 +186,14 @@ fn two_ranks_follow_the_one_process_trajectory_for_every_balancer_family() {
         let dir = PathBuf::from(std::env::var(OUT).unwrap());
         let group = group();
         let (train, eval) = data();
-        for (index, spec) in SPECS.iter().enumerate() {
+        for (index, spec) in specs().iter().enumerate() {
             // Rank 1 initialises differently: the broadcast of rank 0's model must win.
             let init = 7 + 1000 * group.rank() as i64;
             let mut trainer = trainer(spec, init).data_parallel(group.clone()).unwrap();
             let mut trace = Trace::default();
             trainer.run(&train, &eval, &mut trace).unwrap();
             write_json(&spec_file(&dir, index, group.rank()), &trace);
-            if group.rank() == 0 && index == 3 {
+            if group.rank() == 0 && spec == "grad_norm" {
                 write_json(
                     &dir.join("grad_norm.final.json"),
                     &trainer.checkpoint().unwrap(),
@@ -204,7 +212,7 @@ fn two_ranks_follow_the_one_process_trajectory_for_every_balancer_family() {
     let (train, eval) = data();
     tch::set_num_threads(1);
     let mut report = Vec::new();
-    for (index, spec) in SPECS.iter().enumerate() {
+    for (index, spec) in specs().iter().enumerate() {
         let rank0: Trace = read_json(&spec_file(&dir, index, 0));
         let rank1: Trace = read_json(&spec_file(&dir, index, 1));
         // Bit-identical weights on both ranks, every step (the run's own check enforces it too).

@@ -398,6 +398,25 @@ impl<M: MultiTaskModel> Trainer<M> {
     /// every rank calls it, with the same model, balancer config, tasks, train config and data. Rank 0's
     /// parameters, optimizer state and balancer state are broadcast here. `batch_size` is the global batch
     /// and must be at least the world size.
+    ///
+    /// Under `torchrun`, one line turns a one-process trainer into a rank:
+    ///
+    /// ```no_run
+    /// # use balance_harness::{train::Trainer, Mmoe};
+    /// # fn demo(trainer: Trainer<Mmoe>, train: &balance_harness::data::Dataset,
+    /// #         eval: &balance_harness::data::Dataset) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::{sync::Arc, time::Duration};
+    /// use balance_dist::{Launch, ProcessGroup};
+    ///
+    /// let launch = Launch::from_env()?.ok_or("not launched by torchrun")?;
+    /// let group = Arc::new(ProcessGroup::new(&launch.group_options(Duration::from_secs(300)))?);
+    /// let mut trainer = trainer.data_parallel(group)?;
+    /// trainer.run(train, eval, &mut balance_harness::train::NoObserver)?; // every rank; metrics are global
+    /// if launch.rank == 0 {
+    ///     std::fs::write("checkpoint.json", serde_json::to_vec(&trainer.checkpoint()?)?)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn data_parallel(mut self, collective: Arc<dyn Collective>) -> Result<Self> {
         let world = collective.world_size();
         if self.config.batch_size < world as i64 {
