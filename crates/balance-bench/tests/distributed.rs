@@ -199,8 +199,10 @@ fn a_rank_killed_mid_run_stops_rank_0_with_an_error_within_the_timeout() {
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(!result.status.success(), "rank 0 should fail: {stderr}");
     assert!(
-        stderr.contains("rank 0 of 2") && !stderr.contains("rendezvous"),
-        "the error names the rank and a collective: {stderr}"
+        stderr.contains("rank 0 of 2")
+            && !stderr.contains("rendezvous")
+            && stderr.contains("no heartbeat from rank 1"),
+        "the error names the rank, a collective and the dead rank: {stderr}"
     );
     eprintln!("rank 0 after its peer was killed:\n{stderr}");
     assert!(

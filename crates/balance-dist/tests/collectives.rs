@@ -151,10 +151,12 @@ fn a_rank_that_never_joins_is_an_error_within_the_timeout() {
     );
     let elapsed = start.elapsed();
     let (_, ok, log) = &out[0];
+    eprintln!("rank 0 without rank 1:\n{log}");
     assert!(!ok, "rank 0 should fail without rank 1");
     assert!(
-        log.contains("WORKER ERROR: rank 0 of 2: rendezvous at 127.0.0.1"),
-        "rank 0's error names the rank and the rendezvous:\n{log}"
+        log.contains("WORKER ERROR: rank 0 of 2: rendezvous at 127.0.0.1")
+            && log.contains("no heartbeat from rank 1"),
+        "rank 0's error names itself, the rendezvous and the missing rank:\n{log}"
     );
     assert!(elapsed < Duration::from_secs(20), "bounded: {elapsed:?}");
 }
@@ -179,9 +181,41 @@ fn a_rank_that_dies_mid_run_stops_the_others_with_an_error() {
         Duration::from_secs(30),
     );
     let (_, _, log) = &out[0];
+    eprintln!("rank 0 after rank 1 died:\n{log}");
     assert!(
-        log.contains("SURVIVOR ERROR: rank 0 of 2: all_reduce failed:"),
-        "rank 0's error names itself and the op:\n{log}"
+        log.contains("SURVIVOR ERROR: rank 0 of 2: all_reduce failed:")
+            && log.contains("no heartbeat from rank 1"),
+        "rank 0's error names itself, the op and the dead rank:\n{log}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_rank_that_hangs_is_reported_alive_but_stuck_at_the_timeout() {
+    if let Some(group) = worker_group(Duration::from_secs(2)) {
+        let mut t = Tensor::from_slice(&[1.0f32]);
+        group.all_reduce(&mut t, ReduceOp::Sum).unwrap();
+        if group.rank() == 1 {
+            // Alive (its heartbeat thread runs) but not calling the next collective.
+            std::thread::sleep(Duration::from_secs(5));
+            std::process::exit(0);
+        }
+        let err = group.all_reduce(&mut t, ReduceOp::Sum).unwrap_err();
+        eprintln!("SURVIVOR ERROR: {err}");
+        std::process::exit(9);
+    }
+    let start = Instant::now();
+    let out = run_workers(
+        "a_rank_that_hangs_is_reported_alive_but_stuck_at_the_timeout",
+        2,
+        &[0, 1],
+        Duration::from_secs(30),
+    );
+    let (_, _, log) = &out[0];
+    assert!(
+        log.contains("SURVIVOR ERROR: rank 0 of 2: all_reduce failed:")
+            && log.contains("every rank's heartbeat is alive"),
+        "rank 0's error says the peer is alive but stuck:\n{log}"
     );
     assert!(start.elapsed() < Duration::from_secs(30));
 }

@@ -663,12 +663,7 @@ impl<M: MultiTaskModel> Trainer<M> {
 
     /// Per task, the model's outputs (logits for binary tasks) and the labels of rows
     /// `first..first + count` of `data`.
-    fn predict(
-        &self,
-        data: &Dataset,
-        first: i64,
-        count: i64,
-    ) -> Result<(PerTask, PerTask)> {
+    fn predict(&self, data: &Dataset, first: i64, count: i64) -> Result<(PerTask, PerTask)> {
         let tasks = self.tasks.len();
         let mut outputs: Vec<Vec<f32>> = vec![Vec::new(); tasks];
         let mut labels: Vec<Vec<f32>> = vec![Vec::new(); tasks];
