@@ -129,8 +129,12 @@ pub fn without_nproc(args: &[OsString]) -> Vec<OsString> {
 
 /// `run --nproc N`: re-runs this executable with `args` (program name first, `--nproc` removed) as `nproc`
 /// workers on localhost, with torchrun's variables set, and waits for them. Rank 0's exit code is the
-/// result when every rank agrees; a rank that failed is named on stderr.
+/// result (130 after Ctrl-C, which the workers receive themselves); a rank that failed is named on
+/// stderr. Signals to this process alone are ignored: it outlives its workers.
 pub fn launch_local(nproc: usize, args: &[OsString]) -> Result<ExitCode> {
+    // Ctrl-C reaches the workers directly (one process group); they stop together at a chunk and rank 0
+    // writes the partial report. This process only waits for them, so it must not die first.
+    ctrlc::set_handler(|| {}).context("installing the launcher's signal handler")?;
     let exe = std::env::current_exe().context("locating this executable to start the workers")?;
     let worker_args = without_nproc(args.get(1..).unwrap_or_default());
     let port = balance_dist::free_port()?;

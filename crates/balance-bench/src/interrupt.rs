@@ -15,6 +15,20 @@ pub const EXIT_CODE: u8 = 130;
 /// Set by the first signal.
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 
+/// Set on data-parallel ranks other than 0: rank 0 alone says what the interruption did.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Makes this process's interruption messages silent (the handler's and `main`'s); the behaviour is
+/// unchanged.
+pub fn quiet() {
+    QUIET.store(true, Ordering::SeqCst);
+}
+
+/// True after [`quiet`].
+pub fn is_quiet() -> bool {
+    QUIET.load(Ordering::SeqCst)
+}
+
 /// Ends the process at once with [`EXIT_CODE`], from the signal thread while the main thread may be inside
 /// libtorch. `std::process::exit` would run libtorch's static destructors under the running main thread
 /// (observed: a segfault, exit 139), and the workspace forbids the `unsafe` of `libc::_exit`; so on Unix
@@ -42,12 +56,16 @@ pub fn install() -> Result<()> {
     let result = INSTALLED.get_or_init(|| {
         ctrlc::set_handler(|| {
             if REQUESTED.swap(true, Ordering::SeqCst) {
-                eprintln!("interrupted again: exiting now");
+                if !is_quiet() {
+                    eprintln!("interrupted again: exiting now");
+                }
                 exit_now();
             }
-            eprintln!(
-                "interrupting: finishing the current training chunk (press Ctrl-C again to exit now)"
-            );
+            if !is_quiet() {
+                eprintln!(
+                    "interrupting: finishing the current training chunk (press Ctrl-C again to exit now)"
+                );
+            }
         })
         .map_err(|e| e.to_string())
     });

@@ -244,7 +244,9 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             if let Some(interrupted) = err.downcast_ref::<interrupt::Interrupted>() {
-                eprintln!("{interrupted}");
+                if !interrupt::is_quiet() {
+                    eprintln!("{interrupted}");
+                }
                 return ExitCode::from(interrupt::EXIT_CODE);
             }
             eprintln!("error: {err}");
@@ -448,6 +450,9 @@ fn compare_balancers(args: &RunArgs, out: &mut dyn Write) -> Result<()> {
         )?),
         _ => None,
     };
+    if !ranks.is_root() {
+        interrupt::quiet();
+    }
     interrupt::install()?;
     let mut progress = Shown::new(args.quiet || !ranks.is_root());
     let outcome = runner::run(
