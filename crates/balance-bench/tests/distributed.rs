@@ -59,8 +59,11 @@ fn check(out: &Output, what: &str) {
     );
 }
 
-/// `(label, seed, task, auc, log_loss)` of every run in `dir/report.json`, and the device line.
-fn metrics(dir: &Path) -> (Vec<(String, u64, String, f64, f64)>, String) {
+/// `(label, seed, task, auc, log_loss)` of one run's task.
+type Row = (String, u64, String, f64, f64);
+
+/// Every run's rows in `dir/report.json`, and the device line.
+fn metrics(dir: &Path) -> (Vec<Row>, String) {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     let mut rows = Vec::new();

@@ -3,13 +3,14 @@
 //!
 //! Each test re-runs this test binary as its workers (`--exact NAME`), marked by `WORKER` in the
 //! environment; the parent bounds them with a deadline and kills what is left.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use balance_core::ReduceOp;
-use balance_dist::{free_port, GroupOptions, Launch, LocalJob, ProcessGroup};
+use balance_dist::{free_port, Launch, LocalJob, ProcessGroup};
 use tch::Tensor;
 
 const WORKER: &str = "BALANCE_DIST_TEST_WORKER";
