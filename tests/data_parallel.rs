@@ -62,6 +62,10 @@ fn data() -> (Dataset, Dataset) {
 
 /// An MMoE without dropout (ranks draw their own masks, so dropout is not comparable to one process).
 fn trainer(spec: &str, init_seed: i64) -> Trainer<Mmoe> {
+    // libtorch's RNG is process-wide and the two tests' parents build trainers in parallel: seeding and
+    // initialising take turns, so a seed always gives the same model.
+    static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(init_seed);
     let vs = nn::VarStore::new(Device::Cpu);
     let config = MmoeConfig {
