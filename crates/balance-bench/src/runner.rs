@@ -541,6 +541,18 @@ pub fn run(
     };
     let balancers = experiment.resolved_balancers()?;
     let stopped = || interrupt.load(Ordering::SeqCst);
+    if ranks.world() > 1 && experiment.datasets.contains(&DatasetKind::Census) {
+        // Rank 0 fetches Census-Income once; the other ranks of its machine then find it cached.
+        let fetched = if ranks.is_root() {
+            crate::census_fetch::ensure(&census_cache_dir()?).map(|_| ())
+        } else {
+            Ok(())
+        };
+        if ranks.any(fetched.is_err())? {
+            fetched.context("fetching Census-Income on rank 0")?;
+            bail!("rank 0 could not fetch Census-Income (its error is on rank 0's stderr)");
+        }
+    }
     let mut loaded = Vec::new();
     for &dataset in &experiment.datasets {
         if ranks.any(stopped())? {

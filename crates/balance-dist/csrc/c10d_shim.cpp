@@ -36,6 +36,7 @@ std::string message_of(const std::exception& e) {
 // names it in the error; Gloo's own message only names the peer's address.
 constexpr int kHeartbeatMs = 250;
 constexpr int kProbeMs = 1500;
+constexpr int kShutdownMs = 10000;
 
 struct Group {
   c10::intrusive_ptr<c10d::TCPStore> tcp;
@@ -46,13 +47,34 @@ struct Group {
 #endif
   int rank = 0;
   int world = 1;
+  bool is_server = false;
   std::atomic<bool> stop{false};
+  std::atomic<bool> failed{false};
   std::thread heartbeat;
 
+  // Stops the heartbeat, then says so in the store; the rank that hosts the store keeps it up until
+  // every rank has said so (at most kShutdownMs), so that no heartbeat ever talks to a closed store.
+  // After a failure nobody waits: the peers may be gone.
   ~Group() {
     stop = true;
     if (heartbeat.joinable()) {
       heartbeat.join();
+    }
+    if (failed || tcp.get() == nullptr) {
+      return;
+    }
+    try {
+      auto store = heartbeat_store();
+      store->setTimeout(std::chrono::milliseconds(2000));
+      store->add("stopped", 1);
+      if (is_server) {
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kShutdownMs);
+        while (store->add("stopped", 0) < world && std::chrono::steady_clock::now() < deadline) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+      }
+    } catch (...) {
+      // Best effort: the process is leaving the group either way.
     }
   }
 
@@ -125,8 +147,10 @@ int collective(Group* g, char** err, F&& body) {
     body();
     return 0;
   } catch (const std::exception& e) {
+    g->failed = true;
     *err = copy_message(message_of(e) + "; " + g->liveness());
   } catch (...) {
+    g->failed = true;
     *err = copy_message("unknown C++ exception; " + g->liveness());
   }
   return 1;
@@ -199,6 +223,7 @@ void* bd_group_new(const char* host, uint16_t port, int rank, int world, int is_
     group->prefix = prefix;
     group->rank = rank;
     group->world = world;
+    group->is_server = is_server != 0;
     group->start_heartbeat();
     auto store = c10::make_intrusive<c10d::PrefixStore>(group->prefix, group->tcp);
     auto gloo_opts = c10d::ProcessGroupGloo::Options::create(timeout);
@@ -222,6 +247,9 @@ void* bd_group_new(const char* host, uint16_t port, int rank, int world, int is_
     }
     out = group.release();
   });
+  if (out == nullptr) {
+    group->failed = true;  // no shutdown handshake with peers that never came
+  }
   return out;
 }
 
