@@ -5,18 +5,11 @@ use balance_core::BalanceError;
 /// A failed collective, rendezvous or launch.
 #[derive(Debug, thiserror::Error)]
 pub enum DistError {
-    /// A collective or the rendezvous failed (a peer died or never joined, a timeout, a transport error).
-    #[error("rank {rank} of {world}: {op} failed: {message}")]
-    Collective {
-        /// This process's rank.
-        rank: usize,
-        /// The group's size.
-        world: usize,
-        /// The operation (`rendezvous`, `all_reduce`, `broadcast`, `all_gather`, `barrier`).
-        op: String,
-        /// The transport's message.
-        message: String,
-    },
+    /// A collective or the rendezvous failed (a peer died or never joined, a timeout, a transport error):
+    /// a [`BalanceError::Collective`], which names this rank, the operation and what the heartbeats say
+    /// about the others.
+    #[error(transparent)]
+    Collective(BalanceError),
     /// A launch variable (torchrun's environment, or an option) is missing or malformed.
     #[error("launch: `{variable}` = {value:?}, expected {expected}")]
     Launch {
@@ -44,20 +37,27 @@ impl DistError {
     }
 }
 
+impl DistError {
+    /// A [`DistError::Collective`] for `op` on `rank` of `world`.
+    pub fn collective(
+        rank: usize,
+        world: usize,
+        op: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        DistError::Collective(BalanceError::Collective {
+            rank,
+            world,
+            op: op.into(),
+            message: message.into(),
+        })
+    }
+}
+
 impl From<DistError> for BalanceError {
     fn from(e: DistError) -> Self {
         match e {
-            DistError::Collective {
-                rank,
-                world,
-                op,
-                message,
-            } => BalanceError::Collective {
-                rank,
-                world,
-                op,
-                message,
-            },
+            DistError::Collective(inner) => inner,
             launch @ DistError::Launch { .. } => BalanceError::ConfigSyntax(launch.to_string()),
         }
     }

@@ -185,14 +185,16 @@ impl ProcessGroup {
                 calls: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
             })
-            .ok_or_else(|| DistError::Collective {
-                rank: options.rank,
-                world: options.world_size,
-                op: format!(
-                    "rendezvous at {}:{} (timeout {:?})",
-                    options.master_addr, options.master_port, options.timeout
-                ),
-                message: ffi::take_error(err),
+            .ok_or_else(|| {
+                DistError::collective(
+                    options.rank,
+                    options.world_size,
+                    format!(
+                        "rendezvous at {}:{} (timeout {:?})",
+                        options.master_addr, options.master_port, options.timeout
+                    ),
+                    ffi::take_error(err),
+                )
             })
     }
 
@@ -243,21 +245,21 @@ impl ProcessGroup {
         if f(self.raw.as_ptr(), timeout, &mut err) == 0 {
             return Ok(());
         }
-        Err(DistError::Collective {
-            rank: self.rank,
-            world: self.world_size,
-            op: op.into(),
-            message: ffi::take_error(err),
-        })
+        Err(DistError::collective(
+            self.rank,
+            self.world_size,
+            op,
+            ffi::take_error(err),
+        ))
     }
 
     fn torch_error(&self, op: &str, e: tch::TchError) -> DistError {
-        DistError::Collective {
-            rank: self.rank,
-            world: self.world_size,
-            op: op.into(),
-            message: format!("preparing the tensor: {e}"),
-        }
+        DistError::collective(
+            self.rank,
+            self.world_size,
+            op,
+            format!("preparing the tensor: {e}"),
+        )
     }
 
     /// Runs `f` on a contiguous tensor that shares `tensor`'s values, copying back when `tensor` was not
