@@ -128,6 +128,21 @@ fn is_one(n: &usize) -> bool {
     *n == 1
 }
 
+impl Experiment {
+    /// Takes the launch's world size as `ranks`: an experiment that does not state it (1) gets it, one
+    /// that states another is an error naming the field.
+    pub fn set_ranks(&mut self, world: usize) -> anyhow::Result<()> {
+        if self.ranks != 1 && self.ranks != world {
+            anyhow::bail!(
+                "invalid experiment: field `ranks` = {}, expected the launch's world size {world} (set by torchrun or --nproc)",
+                self.ranks
+            );
+        }
+        self.ranks = world;
+        Ok(())
+    }
+}
+
 impl Default for Experiment {
     fn default() -> Self {
         Self {
@@ -279,6 +294,19 @@ mod tests {
             .map(|b| b.spec.method())
             .collect();
         assert_eq!(methods, vec!["static", "loss_norm", "loss_norm"]);
+    }
+
+    #[test]
+    fn ranks_come_from_the_launch_and_a_stated_other_value_is_named() {
+        let mut exp = Experiment::default();
+        exp.set_ranks(2).unwrap();
+        assert_eq!(exp.ranks, 2);
+        let mut stated = Experiment {
+            ranks: 3,
+            ..Default::default()
+        };
+        let err = stated.set_ranks(2).unwrap_err().to_string();
+        assert!(err.contains("field `ranks` = 3") && err.contains("world size 2"), "{err}");
     }
 
     #[test]

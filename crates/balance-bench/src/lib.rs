@@ -434,14 +434,7 @@ fn compare_balancers(args: &RunArgs, out: &mut dyn Write) -> Result<()> {
             ranks.world()
         );
     }
-    if experiment.ranks != 1 && experiment.ranks != ranks.world() {
-        anyhow::bail!(
-            "invalid experiment: field `ranks` = {}, expected the launch's world size {} (set by torchrun or --nproc)",
-            experiment.ranks,
-            ranks.world()
-        );
-    }
-    experiment.ranks = ranks.world();
+    experiment.set_ranks(ranks.world())?;
     let store = match (&args.out, ranks.is_root()) {
         (Some(dir), true) => Some(store::RunStore::open(
             dir,

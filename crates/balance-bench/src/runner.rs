@@ -529,7 +529,7 @@ pub fn run(
     experiment.check()?;
     if experiment.ranks != ranks.world() {
         bail!(
-            "invalid experiment: field `ranks` = {}, expected the launch's world size {} (set by torchrun or --nproc)",
+            "invalid experiment: field `ranks` = {}, expected the world size {} of `ranks` (Experiment::set_ranks)",
             experiment.ranks,
             ranks.world()
         );

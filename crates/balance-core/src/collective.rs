@@ -146,7 +146,7 @@ impl DataParallel {
         }
     }
 
-    fn sum_f64(&self, values: &[f64], scale: f64, op: ReduceOp) -> Result<Vec<f64>> {
+    fn reduce_f64(&self, values: &[f64], scale: f64, op: ReduceOp) -> Result<Vec<f64>> {
         let mut t = Tensor::from_slice(values)
             .f_mul_scalar(scale)
             .context("scaling values for an all-reduce")?;
@@ -156,7 +156,7 @@ impl DataParallel {
 
     /// The global batch's mean of per-rank means: `sum_r s_r v_r` (loss values).
     pub fn global_mean(&self, values: &[f64]) -> Result<Vec<f64>> {
-        self.sum_f64(values, self.share, ReduceOp::Sum)
+        self.reduce_f64(values, self.share, ReduceOp::Sum)
     }
 
     /// Replaces `rows` (per-rank mean gradients of parameters, any shape) by the global batch's:
@@ -186,7 +186,7 @@ impl DataParallel {
                 LabelStats::Regression { count, sum, sum_sq } => [count as f64, sum, sum_sq],
             })
             .collect();
-        let summed = self.sum_f64(&flat, 1.0, ReduceOp::Sum)?;
+        let summed = self.reduce_f64(&flat, 1.0, ReduceOp::Sum)?;
         Ok(stats
             .iter()
             .zip(summed.chunks(3))
@@ -213,7 +213,7 @@ impl DataParallel {
             .copied()
             .chain(values.iter().map(|v| -v))
             .collect();
-        let reduced = self.sum_f64(&both, 1.0, ReduceOp::Max)?;
+        let reduced = self.reduce_f64(&both, 1.0, ReduceOp::Max)?;
         let (max, neg_min) = reduced.split_at(values.len());
         let spread = max
             .iter()

@@ -231,7 +231,6 @@ pub struct Trainer<M: MultiTaskModel> {
     config: TrainConfig,
     device: Device,
     state: Progress,
-    parallel: Option<Arc<dyn Collective>>,
 }
 
 impl<M: MultiTaskModel> std::fmt::Debug for Trainer<M> {
@@ -390,7 +389,6 @@ impl<M: MultiTaskModel> Trainer<M> {
             tasks,
             config,
             device,
-            parallel: None,
         })
     }
 
@@ -429,15 +427,21 @@ impl<M: MultiTaskModel> Trainer<M> {
         }
         self.balancer = self
             .balancer
-            .with_data_parallel(DataParallel::new(collective.clone()));
-        self.parallel = Some(collective);
+            .with_data_parallel(DataParallel::new(collective));
         self.sync_from_rank0()?;
         Ok(self)
     }
 
+    /// The process group, when data-parallel (the balancer's).
+    fn group(&self) -> Option<Arc<dyn Collective>> {
+        self.balancer
+            .data_parallel()
+            .map(|dp| Arc::clone(dp.collective()))
+    }
+
     /// Every rank takes rank 0's parameters, optimizer moments and balancer state.
     fn sync_from_rank0(&mut self) -> Result<()> {
-        let Some(group) = self.parallel.clone() else {
+        let Some(group) = self.group() else {
             return Ok(());
         };
         self.optimizer
@@ -448,9 +452,9 @@ impl<M: MultiTaskModel> Trainer<M> {
 
     /// This process's rank and the world size (`(0, 1)` when not data-parallel).
     pub fn rank_and_world(&self) -> (usize, usize) {
-        self.parallel
-            .as_ref()
-            .map_or((0, 1), |g| (g.rank(), g.world_size()))
+        self.balancer
+            .data_parallel()
+            .map_or((0, 1), |dp| (dp.rank(), dp.world_size()))
     }
 
     /// The model.
@@ -572,18 +576,12 @@ impl<M: MultiTaskModel> Trainer<M> {
             self.balancer
                 .backward(&losses, &self.parts, output.representation.as_ref())?;
         if !report.skipped {
-            match (&self.parallel, self.balancer.data_parallel()) {
-                (Some(group), Some(dp)) => {
-                    let share = dp.share();
-                    self.optimizer.step_with(|g| {
-                        // The global batch's gradient: each rank's mean gradient weighted by its share.
-                        let _ = g.f_mul_scalar_(share).map_err(|e| {
-                            HarnessError::Optimizer(format!("scaling the gradient: {e}"))
-                        })?;
-                        Ok(group.all_reduce(g, balance_core::ReduceOp::Sum)?)
-                    })?
-                }
-                _ => self.optimizer.step()?,
+            match self.balancer.data_parallel() {
+                // The global batch's gradient: each rank's mean gradient weighted by its share.
+                Some(dp) => self
+                    .optimizer
+                    .step_with(|g| Ok(dp.global_mean_tensor(g)?))?,
+                None => self.optimizer.step()?,
             }
             if self.balancer.needs_updated_losses() {
                 // The same batch after the update, with the same dropout masks (same seed), no graph.
@@ -654,9 +652,11 @@ impl<M: MultiTaskModel> Trainer<M> {
         let (rank, world) = self.rank_and_world();
         let (first, count) = shard(data.len(), rank, world);
         let (mut outputs, mut labels) = self.predict(data, first, count)?;
-        if let Some(group) = &self.parallel {
-            outputs = gather_shards(group.as_ref(), &outputs, data.len())?;
-            labels = gather_shards(group.as_ref(), &labels, data.len())?;
+        if let Some(group) = self.group() {
+            // Outputs and labels in one all-gather.
+            outputs.append(&mut labels);
+            labels = gather_shards(group.as_ref(), &outputs, data.len())?;
+            outputs = labels.drain(..self.tasks.len()).collect();
         }
         Ok(self.metrics_of(&outputs, &labels))
     }
@@ -769,22 +769,22 @@ impl<M: MultiTaskModel> Trainer<M> {
 /// One `f32` series per task (model outputs or labels).
 type PerTask = Vec<Vec<f32>>;
 
-/// Every rank's per-task `values` (its shard of `total` rows, [`shard`]), concatenated in rank order: one
-/// all-gather of the shards padded to the largest.
+/// Every rank's series `values` (its shard of `total` rows, [`shard`]), each concatenated in rank order:
+/// one all-gather of the shards padded to the largest.
 fn gather_shards(group: &dyn Collective, values: &[Vec<f32>], total: i64) -> Result<Vec<Vec<f32>>> {
     let world = group.world_size();
     let widest = (0..world)
         .map(|r| shard(total, r, world).1)
         .max()
         .unwrap_or(0);
-    let tasks = values.len() as i64;
-    let mut padded = vec![0f32; (tasks * widest) as usize];
+    let series = values.len() as i64;
+    let mut padded = vec![0f32; (series * widest) as usize];
     for (t, v) in values.iter().enumerate() {
         let row = t * widest as usize;
         padded[row..row + v.len()].copy_from_slice(v);
     }
     let mine = Tensor::from_slice(&padded)
-        .f_reshape([tasks, widest])
+        .f_reshape([series, widest])
         .context("gathering predictions")?;
     let parts = group.all_gather(&mine)?;
     let mut out: Vec<Vec<f32>> = vec![Vec::with_capacity(total as usize); values.len()];
