@@ -306,7 +306,10 @@ mod tests {
             ..Default::default()
         };
         let err = stated.set_ranks(2).unwrap_err().to_string();
-        assert!(err.contains("field `ranks` = 3") && err.contains("world size 2"), "{err}");
+        assert!(
+            err.contains("field `ranks` = 3") && err.contains("world size 2"),
+            "{err}"
+        );
     }
 
     #[test]
