@@ -14,6 +14,16 @@ use tch::{Device, Kind, Tensor};
 
 const OPTS: (Kind, Device) = (Kind::Double, Device::Cpu);
 
+/// libtorch's generator is process-wide and the tests of this binary run in parallel: whoever seeds it
+/// holds this lock until its draws are done, so a seed always gives the same tensors.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn seeded(seed: i64) -> std::sync::MutexGuard<'static, ()> {
+    let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed);
+    guard
+}
+
 struct Model {
     w: Tensor,
     b: Tensor,
@@ -22,7 +32,7 @@ struct Model {
 
 impl Model {
     fn new(seed: i64, tasks: usize) -> Self {
-        tch::manual_seed(seed);
+        let _rng = seeded(seed);
         Self {
             w: (Tensor::randn([4, 6], OPTS) * 0.7).set_requires_grad(true),
             b: (Tensor::randn([6], OPTS) * 0.1).set_requires_grad(true),
@@ -55,7 +65,7 @@ impl Model {
     /// The representation and per-task losses; `twins` makes task 1 a copy of task 0, `dead` makes the
     /// last task's loss independent of the parameters (zero gradient).
     fn forward(&self, step: i64, twins: bool, dead: bool) -> (Tensor, Vec<Tensor>) {
-        tch::manual_seed(1000 + step);
+        let _rng = seeded(1000 + step);
         let x = Tensor::randn([16, 4], OPTS);
         let z = (x.matmul(&self.w) + &self.b).tanh();
         let t = self.heads.len();

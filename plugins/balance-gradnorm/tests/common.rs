@@ -2,7 +2,19 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use balance_core::SharedParts;
+use std::sync::{Mutex, MutexGuard};
 use tch::{Device, Kind, Tensor};
+
+/// libtorch's generator is process-wide and the tests of a binary run in parallel: whoever seeds it holds
+/// this lock until its draws are done, so a seed always gives the same tensors.
+static TORCH_RNG: Mutex<()> = Mutex::new(());
+
+/// Seeds libtorch's generator and returns the guard that keeps other tests from drawing until dropped.
+pub fn seeded(seed: i64) -> MutexGuard<'static, ()> {
+    let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed);
+    guard
+}
 
 /// Parameters named as in the PyTorch fixture: l1, l2 (shared; l2 is the last shared layer), head{t}.
 pub struct Net {
@@ -15,7 +27,7 @@ pub struct Net {
 impl Net {
     /// Random parameters for `d_in -> h1 -> h2 -> tasks x 1`, from libtorch's seeded generator.
     pub fn random(seed: i64, d_in: i64, h1: i64, h2: i64, tasks: usize) -> Self {
-        tch::manual_seed(seed);
+        let _rng = seeded(seed);
         let opts = (Kind::Double, Device::Cpu);
         let mut params = vec![
             (

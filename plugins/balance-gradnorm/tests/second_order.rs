@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 const TASKS: usize = 3;
 
 fn batch(seed: i64) -> (Tensor, Vec<Tensor>) {
-    tch::manual_seed(1000 + seed);
+    let _rng = common::seeded(1000 + seed);
     let opts = (Kind::Double, Device::Cpu);
     let x = Tensor::randn([12, 5], opts);
     let y0 = Tensor::randn([12, 1], opts);
@@ -69,10 +69,11 @@ fn closed_form_equals_second_order_autograd_on_20_random_networks() {
                     balance_core::grad::global_norm(g.iter().map(Some)).unwrap()
                 })
                 .collect();
-            tch::manual_seed(seed);
-            let init: Vec<f64> =
+            let init: Vec<f64> = {
+                let _rng = common::seeded(seed);
                 Vec::<f64>::try_from(Tensor::rand([3], (Kind::Double, Device::Cpu)) * 1.5 + 0.25)
-                    .unwrap();
+                    .unwrap()
+            };
             let config = GradNormConfig {
                 init_weights: Some(init.clone()),
                 alpha: 0.5 + seed as f64 * 0.1,
