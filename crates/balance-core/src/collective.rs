@@ -60,6 +60,16 @@ impl std::fmt::Debug for dyn Collective {
     }
 }
 
+/// The kind in which gradients of `tensors` cross the wire: `f64` if any of them is `f64`, else `f32`
+/// (half-precision gradients are summed in `f32`, never narrower than they were taken).
+pub fn wire_kind(tensors: &[&Tensor]) -> Kind {
+    if tensors.iter().any(|t| t.kind() == Kind::Double) {
+        Kind::Double
+    } else {
+        Kind::Float
+    }
+}
+
 /// A [`Collective`] plus this rank's share of the current global batch: what a [`crate::Balancer`] needs
 /// to turn local values into global ones.
 #[derive(Clone)]
@@ -166,6 +176,25 @@ impl DataParallel {
             .f_mul_scalar_(self.share)
             .context("scaling a tensor for an all-reduce")?;
         self.collective.all_reduce(rows, ReduceOp::Sum)
+    }
+
+    /// [`DataParallel::global_mean_tensor`] for per-task gradient `rows` held in a wider kind than the
+    /// gradients they were taken from (the `f64` task matrix of an `f32` model): the values travel as
+    /// `wire` (see [`wire_kind`]) and come back in `rows`' kind. Each rank's values are exact in `wire`,
+    /// so only the sum is rounded, as it is for the model's own gradient; the payload halves for `f32`.
+    pub fn global_mean_rows(&self, rows: &mut Tensor, wire: Kind) -> Result<()> {
+        let kind = rows.kind();
+        if kind == wire {
+            return self.global_mean_tensor(rows);
+        }
+        let mut packed = rows
+            .f_to_kind(wire)
+            .context("packing task gradients for an all-reduce")?;
+        self.global_mean_tensor(&mut packed)?;
+        *rows = packed
+            .f_to_kind(kind)
+            .context("unpacking all-reduced task gradients")?;
+        Ok(())
     }
 
     /// The global Gram matrix (or squared norms) of per-example gradients, such as gradients with respect
@@ -305,5 +334,156 @@ impl DataParallel {
             self.collective.broadcast(&mut data, 0)?;
         }
         Vec::<u8>::try_from(&data).context("reading broadcast bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Rank 0 of two, whose peer holds `peer_factor` times this rank's tensor; records the kind and
+    /// length of every all-reduced tensor (what a real group would send).
+    struct Mirror {
+        peer_factor: f64,
+        sent: Mutex<Vec<(Kind, usize)>>,
+    }
+
+    impl Mirror {
+        fn new(peer_factor: f64) -> Arc<Self> {
+            Arc::new(Self {
+                peer_factor,
+                sent: Mutex::new(Vec::new()),
+            })
+        }
+    }
+
+    impl Collective for Mirror {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn world_size(&self) -> usize {
+            2
+        }
+        fn all_reduce(&self, tensor: &mut Tensor, op: ReduceOp) -> Result<()> {
+            self.sent
+                .lock()
+                .unwrap()
+                .push((tensor.kind(), tensor.numel()));
+            let peer = &*tensor * self.peer_factor;
+            let combined = match op {
+                ReduceOp::Sum => &*tensor + peer,
+                ReduceOp::Average => (&*tensor + peer) / 2.0,
+                ReduceOp::Max => tensor.maximum(&peer),
+                ReduceOp::Min => tensor.minimum(&peer),
+            };
+            tensor.copy_(&combined);
+            Ok(())
+        }
+        fn broadcast(&self, _tensor: &mut Tensor, _root: usize) -> Result<()> {
+            Ok(())
+        }
+        fn all_gather(&self, tensor: &Tensor) -> Result<Vec<Tensor>> {
+            Ok(vec![tensor.copy(), tensor * self.peer_factor])
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn values(t: &Tensor) -> Vec<f64> {
+        Vec::<f64>::try_from(&t.to_kind(Kind::Double).reshape([-1])).unwrap()
+    }
+
+    #[test]
+    fn global_mean_weights_each_rank_by_its_share() {
+        // This rank holds 1 of 4 examples: it sends v / 4; the peer (1 of 4 too, here) sends the same.
+        let mut dp = DataParallel::new(Mirror::new(1.0));
+        dp.set_shard(1, 4).unwrap();
+        assert_eq!(dp.global_mean(&[1.0, -2.0]).unwrap(), vec![0.5, -1.0]);
+        // Equal halves where the peer's means are 3x this rank's: (v + 3v) / 2.
+        let dp = DataParallel::new(Mirror::new(3.0));
+        assert_eq!(dp.global_mean(&[1.0, -2.0]).unwrap(), vec![2.0, -4.0]);
+    }
+
+    #[test]
+    fn task_rows_travel_in_the_gradients_kind_and_come_back_in_their_own() {
+        let mirror = Mirror::new(1.0);
+        let dp = DataParallel::new(mirror.clone());
+        let exact = [0.1f32, -3.5, 7.25e-3, 1e-20];
+        let mut rows = Tensor::from_slice(&exact)
+            .to_kind(Kind::Double)
+            .reshape([2, 2]);
+        dp.global_mean_rows(&mut rows, Kind::Float).unwrap();
+        assert_eq!(rows.kind(), Kind::Double);
+        assert_eq!(rows.size(), vec![2, 2]);
+        // Two equal halves: the mean is each rank's value, exactly (f32 values survive f32 arithmetic).
+        let expected: Vec<f64> = exact.iter().map(|&v| f64::from(v)).collect();
+        assert_eq!(values(&rows), expected);
+        let mut wide = Tensor::from_slice(&[0.1f64, 0.2]);
+        dp.global_mean_rows(&mut wide, Kind::Double).unwrap();
+        assert_eq!(values(&wide), vec![0.1, 0.2]);
+        assert_eq!(
+            *mirror.sent.lock().unwrap(),
+            vec![(Kind::Float, 4), (Kind::Double, 2)]
+        );
+    }
+
+    #[test]
+    fn the_wire_kind_is_never_narrower_than_a_gradient() {
+        let f32_t = Tensor::zeros([2], (Kind::Float, tch::Device::Cpu));
+        let f64_t = Tensor::zeros([2], (Kind::Double, tch::Device::Cpu));
+        let f16_t = Tensor::zeros([2], (Kind::Half, tch::Device::Cpu));
+        assert_eq!(wire_kind(&[&f32_t]), Kind::Float);
+        assert_eq!(wire_kind(&[&f16_t]), Kind::Float);
+        assert_eq!(wire_kind(&[&f32_t, &f64_t]), Kind::Double);
+        assert_eq!(wire_kind(&[]), Kind::Float);
+    }
+
+    #[test]
+    fn label_statistics_add_up_over_ranks() {
+        let dp = DataParallel::new(Mirror::new(1.0));
+        let global = dp
+            .global_label_stats(&[
+                LabelStats::binary(10, 3),
+                LabelStats::regression(4, 2.0, 5.0),
+            ])
+            .unwrap();
+        assert_eq!(
+            global,
+            vec![
+                LabelStats::binary(20, 6),
+                LabelStats::regression(8, 4.0, 10.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn agreement_passes_on_equal_weights_and_names_the_spread_otherwise() {
+        let same = DataParallel::new(Mirror::new(1.0)).with_agreement_check_every(1);
+        same.check_agreement("weights", 0, &[0.5, 2.0]).unwrap();
+        let drifted = DataParallel::new(Mirror::new(1.5)).with_agreement_check_every(1);
+        let err = drifted
+            .check_agreement("weights", 3, &[0.5, 2.0])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("weights agree across ranks"), "{err}");
+        assert!(err.contains("at step 3") && err.contains("1e0"), "{err}");
+        // Off-schedule steps are not checked (no collective at all).
+        let every_4th = DataParallel::new(Mirror::new(1.5)).with_agreement_check_every(4);
+        every_4th.check_agreement("weights", 3, &[0.5]).unwrap();
+    }
+
+    #[test]
+    fn a_shard_larger_than_its_batch_is_refused_with_both_numbers() {
+        let mut dp = DataParallel::new(Mirror::new(1.0));
+        let err = dp.set_shard(5, 4).unwrap_err().to_string();
+        assert!(err.contains("local 5 of global 4"), "{err}");
+        assert!(dp.set_shard(0, 0).is_err());
+        dp.set_shard(2, 4).unwrap();
+        assert_eq!(dp.share(), 0.5);
     }
 }

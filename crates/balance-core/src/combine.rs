@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::balancer::StepInput;
-use crate::collective::DataParallel;
+use crate::collective::{wire_kind, DataParallel};
 use crate::error::{BalanceError, Result, TorchResultExt};
 use crate::grad;
 use crate::shared::SharedTarget;
@@ -104,7 +104,7 @@ impl<'a> TaskGradients<'a> {
             // Parameter gradients of mean losses: the global batch's are the share-weighted sum. The
             // representation's are per-example rows and stay local (only their Gram matrix is global).
             if target != SharedTarget::Representation {
-                dp.global_mean_tensor(&mut matrix)?;
+                dp.global_mean_rows(&mut matrix, wire_kind(&target_tensors))?;
             }
         }
         Ok(Self {

@@ -3,7 +3,7 @@
 use tch::{Kind, Tensor};
 
 use crate::balancer::StepInput;
-use crate::collective::DataParallel;
+use crate::collective::{wire_kind, DataParallel};
 use crate::error::{BalanceError, Result, TorchResultExt};
 use crate::shared::SharedTarget;
 
@@ -150,7 +150,7 @@ pub fn flatten(grads: &[Option<Tensor>], like: &[&Tensor]) -> Result<Tensor> {
 
 /// Each task's gradient norm on a shared target, collected task by task ([`TaskNorms::push`]) and made
 /// global when the step is data-parallel: the norm of the global batch's gradient, never a mean of local
-/// norms. For parameter targets the per-task gradients are all-reduced (one collective of `T x P`); for
+/// norms. For parameter targets the per-task gradients are all-reduced (one collective of `T x P`, in the gradients' kind); for
 /// the representation, the squared norms (one collective of `T` numbers).
 #[derive(Debug)]
 pub struct TaskNorms<'a> {
@@ -158,6 +158,7 @@ pub struct TaskNorms<'a> {
     per_example: bool,
     norms: Vec<f64>,
     rows: Vec<Tensor>,
+    wire: Kind,
 }
 
 impl<'a> TaskNorms<'a> {
@@ -168,6 +169,7 @@ impl<'a> TaskNorms<'a> {
             per_example: target == SharedTarget::Representation,
             norms: Vec::new(),
             rows: Vec::new(),
+            wire: Kind::Float,
         }
     }
 
@@ -181,7 +183,12 @@ impl<'a> TaskNorms<'a> {
                 let norm = global_norm(grads.iter().map(Option::as_ref))?;
                 self.norms.push(norm * norm);
             }
-            Some(_) => self.rows.push(flatten(grads, like)?),
+            Some(_) => {
+                if wire_kind(like) == Kind::Double {
+                    self.wire = Kind::Double;
+                }
+                self.rows.push(flatten(grads, like)?);
+            }
         }
         Ok(())
     }
@@ -197,7 +204,7 @@ impl<'a> TaskNorms<'a> {
             squares.f_sqrt().context("gradient norm")?
         } else {
             let mut rows = Tensor::f_stack(&self.rows, 0).context("stacking task gradients")?;
-            dp.global_mean_tensor(&mut rows)?;
+            dp.global_mean_rows(&mut rows, self.wire)?;
             rows.f_norm_scalaropt_dim(2, [1i64].as_slice(), false)
                 .context("gradient norm")?
         };
