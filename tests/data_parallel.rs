@@ -392,7 +392,22 @@ fn a_two_rank_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
     };
     let diff = max_abs_diff(&[last(&a)], &[last(&c)]);
     assert!(diff < 1e-4, "1-process resumption differs by {diff:e}");
-    for dir in [straight, killed, resumed] {
+
+    // And on 3 ranks (shards of 66/66/67 rows): the checkpoint holds the global state, not a rank's.
+    let three = run_job(
+        test,
+        3,
+        Duration::from_secs(120),
+        &[
+            (PHASE, "resumed".into()),
+            ("BALANCE_DP_TEST_FROM", killed.display().to_string()),
+        ],
+    );
+    let d: TrainCheckpoint = read_json(&three.join("final.json"));
+    assert_eq!(d.global_step, 12);
+    let diff = max_abs_diff(&[last(&a)], &[last(&d)]);
+    assert!(diff < 1e-4, "3-rank resumption differs by {diff:e}");
+    for dir in [straight, killed, resumed, three] {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
