@@ -8,12 +8,13 @@
 
 use std::ffi::OsString;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use balance::{Collective, DataParallel, ReduceOp};
-use balance_dist::{Launch, LocalJob, ProcessGroup};
+use balance_dist::{Interrupter, Launch, LocalJob, ProcessGroup};
 use tch::Tensor;
 
 /// This process's place in a data-parallel run (one rank of one when not launched).
@@ -129,12 +130,33 @@ pub fn without_nproc(args: &[OsString]) -> Vec<OsString> {
 
 /// `run --nproc N`: re-runs this executable with `args` (program name first, `--nproc` removed) as `nproc`
 /// workers on localhost, with torchrun's variables set, and waits for them. Rank 0's exit code is the
-/// result (130 after Ctrl-C, which the workers receive themselves); a rank that failed is named on
-/// stderr. Signals to this process alone are ignored: it outlives its workers.
+/// result (130 after an interrupt); a rank that failed is named on stderr. The workers run in their own
+/// process group: every SIGINT/SIGTERM/SIGHUP this process gets (a terminal's Ctrl-C, `kill`, a
+/// scheduler's stop) is forwarded to all of them once, so they stop together at a chunk and rank 0
+/// writes the partial report (a second signal makes them exit at once). Killed outright, this process
+/// leaves no orphans: each worker watches its parent and stops when it is gone.
 pub fn launch_local(nproc: usize, args: &[OsString]) -> Result<ExitCode> {
-    // Ctrl-C reaches the workers directly (one process group); they stop together at a chunk and rank 0
-    // writes the partial report. This process only waits for them, so it must not die first.
-    ctrlc::set_handler(|| {}).context("installing the launcher's signal handler")?;
+    // A signal before the workers exist is kept and delivered right after they start; whoever takes
+    // `PENDING` from true to false delivers it, so it is delivered once.
+    static WORKERS: OnceLock<Interrupter> = OnceLock::new();
+    static PENDING: AtomicBool = AtomicBool::new(false);
+    fn deliver_pending() {
+        if let Some(workers) = WORKERS.get() {
+            if PENDING.swap(false, Ordering::SeqCst) {
+                workers.interrupt();
+            }
+        }
+    }
+    ctrlc::set_handler(|| match WORKERS.get() {
+        Some(workers) => {
+            workers.interrupt();
+        }
+        None => {
+            PENDING.store(true, Ordering::SeqCst);
+            deliver_pending();
+        }
+    })
+    .context("installing the launcher's signal handler")?;
     let exe = std::env::current_exe().context("locating this executable to start the workers")?;
     let worker_args = without_nproc(args.get(1..).unwrap_or_default());
     let port = balance_dist::free_port()?;
@@ -143,6 +165,8 @@ pub fn launch_local(nproc: usize, args: &[OsString]) -> Result<ExitCode> {
         cmd.args(&worker_args);
         cmd
     })?;
+    let _ = WORKERS.set(job.interrupter());
+    deliver_pending();
     // The workers' own collective timeouts end them when one dies; this bound is only a backstop.
     let exits = job.wait(Duration::from_secs(7 * 24 * 3600));
     let failed: Vec<String> = exits

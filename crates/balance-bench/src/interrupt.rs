@@ -49,26 +49,27 @@ fn exit_now() -> ! {
 /// Whether the handler was installed (and the installation's error, kept as text).
 static INSTALLED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
 
+/// What a signal does, also for other reasons to stop (`why` starts the message: "interrupting", "the
+/// launcher is gone"): the first request raises the [`flag`]; a second one ends the process at once
+/// with [`EXIT_CODE`].
+pub fn request(why: &str) {
+    if REQUESTED.swap(true, Ordering::SeqCst) {
+        if !is_quiet() {
+            eprintln!("interrupted again: exiting now");
+        }
+        exit_now();
+    }
+    if !is_quiet() {
+        eprintln!("{why}: finishing the current training chunk (press Ctrl-C again to exit now)");
+    }
+}
+
 /// Installs the process's signal handler once (later calls return the first call's result). From then on
 /// the first SIGINT/SIGTERM/SIGHUP sets the flag that [`flag`] returns, and a second one exits the process
 /// with code [`EXIT_CODE`] without waiting for the runner.
 pub fn install() -> Result<()> {
-    let result = INSTALLED.get_or_init(|| {
-        ctrlc::set_handler(|| {
-            if REQUESTED.swap(true, Ordering::SeqCst) {
-                if !is_quiet() {
-                    eprintln!("interrupted again: exiting now");
-                }
-                exit_now();
-            }
-            if !is_quiet() {
-                eprintln!(
-                    "interrupting: finishing the current training chunk (press Ctrl-C again to exit now)"
-                );
-            }
-        })
-        .map_err(|e| e.to_string())
-    });
+    let result = INSTALLED
+        .get_or_init(|| ctrlc::set_handler(|| request("interrupting")).map_err(|e| e.to_string()));
     result
         .clone()
         .map_err(|e| anyhow::anyhow!("installing the SIGINT/SIGTERM handler: {e}"))

@@ -145,7 +145,7 @@ pub struct RunArgs {
     pub nproc: Option<usize>,
     /// Seconds that the data-parallel rendezvous and every collective may take before the run stops with
     /// an error naming the rank (a rank that died or never joined).
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub dist_timeout: u64,
 }
 
@@ -231,7 +231,10 @@ pub fn main() -> ExitCode {
         if let (Some(nproc), None) = (args.nproc, std::env::var_os(balance_dist::vars::WORLD_SIZE))
         {
             let raw: Vec<OsString> = std::env::args_os().collect();
-            return match distributed::launch_local(nproc, &raw) {
+            // Bad settings are reported once, here, rather than by every worker.
+            let launched =
+                preflight(args, nproc).and_then(|()| distributed::launch_local(nproc, &raw));
+            return match launched {
                 Ok(code) => code,
                 Err(err) => {
                     eprintln!("error: {err:#}");
@@ -411,6 +414,17 @@ impl runner::Progress for Shown {
     }
 }
 
+/// What `run --nproc N` checks before it starts any worker: N itself, and the experiment as N ranks would
+/// see it (for example a global batch smaller than N).
+fn preflight(args: &RunArgs, nproc: usize) -> Result<()> {
+    if nproc == 0 {
+        anyhow::bail!("invalid value for `--nproc`: 0, expected at least 1 worker");
+    }
+    let mut experiment = args.experiment()?;
+    experiment.set_ranks(nproc)?;
+    experiment.check()
+}
+
 /// `run`: trains (or, with `--out`, resumes) the comparison and writes its report. Installs the
 /// process's SIGINT/SIGTERM handler ([`interrupt::install`]): a signal stops it between training chunks
 /// with a partial report and an [`interrupt::Interrupted`] error.
@@ -447,6 +461,13 @@ fn compare_balancers(args: &RunArgs, out: &mut dyn Write) -> Result<()> {
         interrupt::quiet();
     }
     interrupt::install()?;
+    if launched {
+        // A worker of a launcher that was killed outright (`--nproc`, torchrun's agent) stops like an
+        // interrupted run instead of training on as an orphan.
+        balance_dist::watch_parent(std::time::Duration::from_millis(250), || {
+            interrupt::request("the launcher is gone")
+        })?;
+    }
     let mut progress = Shown::new(args.quiet || !ranks.is_root());
     let outcome = runner::run(
         &experiment,

@@ -1,10 +1,11 @@
 //! Data-parallel `run`: `--nproc 2` and `torchrun --no-python` report the one-process metrics (to float
-//! tolerance), and a rank killed mid-run stops rank 0 with an error naming it within `--dist-timeout`,
-//! leaving only whole files behind.
+//! tolerance); a rank killed mid-run stops rank 0 with an error naming it within `--dist-timeout`,
+//! leaving only whole files behind; a signal to the `--nproc` launcher stops all workers together with a
+//! partial report, and killing the launcher outright leaves no worker running.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_balance-bench");
@@ -105,6 +106,149 @@ fn torchrun() -> Option<PathBuf> {
     Some(python.parent()?.join("torchrun")).filter(|p| p.exists())
 }
 
+/// The runs stored in `runs` so far.
+fn stored_runs(runs: &Path) -> usize {
+    std::fs::read_dir(runs).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().contains("-seed"))
+        })
+        .count()
+    })
+}
+
+/// Waits (at most 120 s) until `runs` holds a run, while `root` (rank 0, or the launcher) is running.
+fn wait_for_a_stored_run(runs: &Path, root: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stored_runs(runs) == 0 {
+        assert!(Instant::now() < deadline, "no run stored within 120 s");
+        assert!(
+            root.try_wait().unwrap().is_none(),
+            "the run ended before any run was stored"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every file in `runs` parses whole; no temporary is left.
+fn assert_only_whole_runs(runs: &Path) {
+    for entry in std::fs::read_dir(runs).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".tmp"), "half-written {name}");
+        let _: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+/// `run --nproc 2` of a comparison long enough to be stopped midway (18 runs), as its own process.
+fn nproc_launcher(out: &Path, stderr: Stdio) -> Child {
+    Command::new(BIN)
+        .args(args(out, "6"))
+        .args(["--nproc", "2"])
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// The processes whose parent is `parent` (Linux `/proc`), and whether a process is still running
+/// (present and not a zombie).
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| proc_stat(*pid).is_some_and(|(_, ppid)| ppid == parent))
+        .collect()
+}
+
+fn running(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| state != 'Z')
+}
+
+/// A process's state letter and parent pid, from `/proc/PID/stat` (`pid (comm) state ppid ...`).
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut rest = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    let state = rest.next()?.chars().next()?;
+    Some((state, rest.next()?.parse().ok()?))
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+#[test]
+fn a_signal_to_the_nproc_launcher_alone_stops_every_worker_with_a_partial_report() {
+    // What `kill PID`, a scheduler's stop or a terminal's Ctrl-C does: only the launcher gets the signal
+    // (its workers are in their own process group), and it forwards it to them once.
+    let out = scratch("sigterm");
+    let mut launcher = nproc_launcher(&out, Stdio::piped());
+    wait_for_a_stored_run(&out.join("runs"), &mut launcher);
+    let workers = children_of(launcher.id());
+    assert_eq!(workers.len(), 2, "two workers: {workers:?}");
+    signal(launcher.id(), "TERM");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while launcher.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the launcher outlived 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let result = launcher.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(130), "{stderr}");
+    // Rank 0 alone speaks; both ranks stopped at the same chunk (exit 130 each).
+    assert_eq!(stderr.matches("interrupting:").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("rank 0 exited with 130, rank 1 exited with 130"),
+        "{stderr}"
+    );
+    assert!(
+        workers.iter().all(|&w| !running(w)),
+        "a worker outlived its launcher"
+    );
+    assert_only_whole_runs(&out.join("runs"));
+    let finished = stored_runs(&out.join("runs"));
+    assert!((1..18).contains(&finished), "{finished} of 18 runs");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        report["runs"].as_array().unwrap().len(),
+        finished,
+        "the partial report"
+    );
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn the_workers_of_a_killed_nproc_launcher_stop_instead_of_running_on() {
+    let out = scratch("orphans");
+    let mut launcher = nproc_launcher(&out, Stdio::null());
+    wait_for_a_stored_run(&out.join("runs"), &mut launcher);
+    let workers = children_of(launcher.id());
+    assert_eq!(workers.len(), 2, "two workers: {workers:?}");
+    launcher.kill().unwrap(); // SIGKILL: no handler runs, nothing is forwarded
+    let _ = launcher.wait();
+    let killed_at = Instant::now();
+    while workers.iter().any(|&w| running(w)) {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "orphaned workers still running after 60 s: {workers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "orphaned workers stopped {:?} after the launcher was killed",
+        killed_at.elapsed()
+    );
+    assert_only_whole_runs(&out.join("runs"));
+    assert!(stored_runs(&out.join("runs")) < 18, "they stopped early");
+    let _ = std::fs::remove_dir_all(out);
+}
+
 #[test]
 fn nproc_and_torchrun_report_the_one_process_metrics() {
     let single = scratch("single");
@@ -177,24 +321,7 @@ fn a_rank_killed_mid_run_stops_rank_0_with_an_error_within_the_timeout() {
     let mut rank1 = spawn(1);
     // Kill rank 1 once the first run is stored (rank 0 writes it when both finished it).
     let runs = out.join("runs");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let stored_runs = || {
-        std::fs::read_dir(&runs).map_or(0, |d| {
-            d.filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().contains("-seed"))
-            })
-            .count()
-        })
-    };
-    while stored_runs() == 0 {
-        assert!(Instant::now() < deadline, "no run stored within 120 s");
-        assert!(
-            rank0.try_wait().unwrap().is_none(),
-            "rank 0 ended before any run was stored"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_a_stored_run(&runs, &mut rank0);
     rank1.kill().unwrap();
     let killed_at = Instant::now();
     let result = rank0.wait_with_output().unwrap();
@@ -213,14 +340,10 @@ fn a_rank_killed_mid_run_stops_rank_0_with_an_error_within_the_timeout() {
         "bounded: {:?}",
         killed_at.elapsed()
     );
-    // Only whole files: every stored run parses, no temporary is left, no report was written.
-    for entry in std::fs::read_dir(&runs).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(!name.ends_with(".tmp"), "half-written {name}");
-        let _: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-    }
-    assert!(!out.join("report.json").exists());
+    assert_only_whole_runs(&runs);
+    assert!(
+        !out.join("report.json").exists(),
+        "no report after a failure"
+    );
     let _ = std::fs::remove_dir_all(out);
 }

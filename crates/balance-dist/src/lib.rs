@@ -18,4 +18,4 @@ pub mod local;
 pub use error::{DistError, Result};
 pub use group::{nccl_available, GroupOptions, ProcessGroup, Traffic};
 pub use launch::{vars, Launch};
-pub use local::{free_port, LocalJob, WorkerExit};
+pub use local::{free_port, watch_parent, Interrupter, LocalJob, WorkerExit};

@@ -1,7 +1,14 @@
 //! [`LocalJob`]: N worker processes on this machine, launched the way torchrun launches them (the same
 //! environment variables), for `balance-bench run --nproc N` and for tests.
+//!
+//! Signals, as torchrun handles them: the workers run in a process group of their own, so a terminal's
+//! Ctrl-C reaches the launcher only, which forwards it once through [`Interrupter`] (a worker that got
+//! it twice would take the second as "exit now"). A worker can [`watch_parent`] so that it stops instead
+//! of training on as an orphan when its launcher is killed outright.
 
 use std::net::TcpListener;
+#[cfg(unix)]
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -43,6 +50,28 @@ impl WorkerExit {
 #[derive(Debug)]
 pub struct LocalJob {
     children: Vec<(usize, Child)>,
+    interrupter: Interrupter,
+}
+
+/// Sends an interrupt (SIGINT) to every running worker of a [`LocalJob`] at once: their process group.
+/// `Copy`, so a signal handler can hold it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Interrupter {
+    /// The workers' process group id (the first worker's pid); `None` before a worker started, or off Unix.
+    group: Option<u32>,
+}
+
+impl Interrupter {
+    /// Sends SIGINT to the job's workers; false when there is nothing to send it to (no worker left, or
+    /// not Unix).
+    pub fn interrupt(&self) -> bool {
+        #[cfg(unix)]
+        if let Some(group) = self.group.and_then(|g| i32::try_from(g).ok()) {
+            use nix::sys::signal::{killpg, Signal};
+            return killpg(nix::unistd::Pid::from_raw(group), Signal::SIGINT).is_ok();
+        }
+        false
+    }
 }
 
 impl LocalJob {
@@ -55,6 +84,7 @@ impl LocalJob {
         }
         let mut job = Self {
             children: Vec::with_capacity(world_size),
+            interrupter: Interrupter::default(),
         };
         for rank in 0..world_size {
             let mut cmd = command(rank);
@@ -65,8 +95,19 @@ impl LocalJob {
                 .env(vars::LOCAL_RANK, rank.to_string())
                 .env(vars::LOCAL_WORLD_SIZE, world_size.to_string())
                 .env_remove(vars::AGENT_STORE);
+            // One new process group for the job, led by the first worker (0: the new process's own pid).
+            #[cfg(unix)]
+            cmd.process_group(
+                job.interrupter
+                    .group
+                    .and_then(|leader| i32::try_from(leader).ok())
+                    .unwrap_or(0),
+            );
             match cmd.spawn() {
-                Ok(child) => job.children.push((rank, child)),
+                Ok(child) => {
+                    job.interrupter.group.get_or_insert(child.id());
+                    job.children.push((rank, child));
+                }
                 Err(e) => {
                     job.kill();
                     return Err(DistError::launch(
@@ -78,6 +119,12 @@ impl LocalJob {
             }
         }
         Ok(job)
+    }
+
+    /// What interrupts every worker of this job, usable after [`LocalJob::wait`] took the job (from a
+    /// signal handler).
+    pub fn interrupter(&self) -> Interrupter {
+        self.interrupter
     }
 
     /// Waits for every worker; those still running at `deadline` (from now) are killed and reported
@@ -119,8 +166,94 @@ impl LocalJob {
     }
 }
 
+/// Calls `on_gone` once, from a background thread, when this process's parent exits (the process is then
+/// re-parented): a worker whose launcher was killed outright stops instead of training on as an orphan.
+/// Checks every `every`. Does nothing off Unix, or when the parent already is init (pid 1).
+pub fn watch_parent(every: Duration, on_gone: impl FnOnce() + Send + 'static) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let parent = std::os::unix::process::parent_id();
+        if parent > 1 {
+            std::thread::Builder::new()
+                .name("balance-parent-watch".into())
+                .spawn(move || loop {
+                    std::thread::sleep(every);
+                    if std::os::unix::process::parent_id() != parent {
+                        on_gone();
+                        return;
+                    }
+                })
+                .map_err(|e| {
+                    DistError::launch(
+                        "parent watch",
+                        "a background thread",
+                        format!("a thread that starts ({e})"),
+                    )
+                })?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (every, on_gone);
+    Ok(())
+}
+
 impl Drop for LocalJob {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    /// Workers that exit with 7 on SIGINT and otherwise wait forever.
+    fn sleepers(world: usize) -> LocalJob {
+        LocalJob::spawn(world, 1, |_| {
+            let mut cmd = Command::new("/bin/sh");
+            cmd.args(["-c", "trap 'exit 7' INT; while :; do sleep 0.1; done"]);
+            cmd
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn one_interrupt_reaches_every_worker_of_the_job_and_nothing_else() {
+        let job = sleepers(3);
+        let interrupter = job.interrupter();
+        std::thread::sleep(Duration::from_millis(300)); // let the shells install their traps
+        assert!(interrupter.interrupt());
+        let exits = job.wait(Duration::from_secs(20));
+        let codes: Vec<Option<i32>> = exits
+            .iter()
+            .map(|e| e.status.and_then(|s| s.code()))
+            .collect();
+        assert_eq!(
+            codes,
+            vec![Some(7); 3],
+            "every worker got SIGINT once: {exits:?}"
+        );
+        // This test process is outside the job's group: it is still here to check. With the job gone,
+        // there is nothing left to interrupt.
+        assert!(!interrupter.interrupt());
+    }
+
+    #[test]
+    fn the_workers_lead_a_process_group_of_their_own() {
+        let job = sleepers(2);
+        let leader = job.children[0].1.id();
+        let group_of = |pid: u32| -> u32 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            // pid (comm) state ppid pgrp ...: the fields after the closing parenthesis.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            rest.split(' ').nth(2).unwrap().parse().unwrap()
+        };
+        for (_, child) in &job.children {
+            assert_eq!(group_of(child.id()), leader);
+        }
+        assert_ne!(group_of(std::process::id()), leader);
+        drop(job); // kills them
     }
 }
