@@ -17,6 +17,9 @@ use balance::{Collective, DataParallel, ReduceOp};
 use balance_dist::{Interrupter, Launch, LocalJob, ProcessGroup};
 use tch::Tensor;
 
+use crate::experiment::Experiment;
+use crate::store::field_differences;
+
 /// This process's place in a data-parallel run (one rank of one when not launched).
 #[derive(Debug, Default)]
 pub struct Ranks {
@@ -103,6 +106,53 @@ impl Ranks {
         let received =
             DataParallel::new(Arc::clone(group) as Arc<dyn Collective>).broadcast_bytes(&bytes)?;
         Ok(received.into_iter().map(|b| b != 0).collect())
+    }
+}
+
+impl Ranks {
+    /// Errors on every rank unless every rank holds rank 0's `experiment` (apart from `threads`, each
+    /// machine's own): ranks started with different settings would plan different runs, and their
+    /// collectives would not match. A differing rank names the fields; the others name the ranks.
+    pub fn check_same_experiment(&self, experiment: &Experiment) -> Result<()> {
+        let Some(group) = &self.group else {
+            return Ok(());
+        };
+        let mut mine = serde_json::to_value(experiment).context("serialising the experiment")?;
+        if let Some(fields) = mine.as_object_mut() {
+            fields.remove("threads");
+        }
+        let bytes = serde_json::to_vec(&mine).context("serialising the experiment")?;
+        let dp = DataParallel::new(Arc::clone(group) as Arc<dyn Collective>);
+        let root: serde_json::Value = serde_json::from_slice(&dp.broadcast_bytes(&bytes)?)
+            .context("reading rank 0's experiment")?;
+        let differs = root != mine;
+        let mut flags = vec![0i32; self.world()];
+        if let Some(flag) = flags.get_mut(self.rank()) {
+            *flag = i32::from(differs);
+        }
+        let mut flags = Tensor::from_slice(&flags);
+        group.all_reduce(&mut flags, ReduceOp::Sum)?;
+        let differing: Vec<String> = Vec::<i32>::try_from(&flags)
+            .context("reading which ranks differ")?
+            .iter()
+            .enumerate()
+            .filter(|(_, &f)| f != 0)
+            .map(|(rank, _)| rank.to_string())
+            .collect();
+        if differing.is_empty() {
+            return Ok(());
+        }
+        if differs {
+            anyhow::bail!(
+                "rank {} was started with other settings than rank 0 (every rank must run the same command): {}",
+                self.rank(),
+                field_differences(&root, &mine, ("rank 0", "this rank")).join("; ")
+            );
+        }
+        anyhow::bail!(
+            "rank(s) {} were started with other settings than rank 0 (every rank must run the same command; each names the fields on its stderr)",
+            differing.join(", ")
+        )
     }
 }
 

@@ -516,7 +516,8 @@ struct Planned {
 /// training chunks, runs and probes: once set, the run in progress is dropped and the outcome is
 /// [`Outcome::Interrupted`].
 ///
-/// Data-parallel (`ranks` of more than one): every rank calls it with the same experiment; rank 0 alone
+/// Data-parallel (`ranks` of more than one): every rank calls it with the same experiment (checked: a
+/// rank with other settings is an error on all); rank 0 alone
 /// has the `store` (which runs are stored is broadcast from it), memory is not probed (a per-process
 /// figure), and rank 0's report is the whole experiment's (the other ranks' lack the stored runs).
 pub fn run(
@@ -534,6 +535,7 @@ pub fn run(
             ranks.world()
         );
     }
+    ranks.check_same_experiment(experiment)?;
     tch::set_num_threads(ranks.threads(experiment.threads));
     let device = match parse_device(&experiment.device)? {
         Device::Cuda(_) if ranks.world() > 1 => Device::Cuda(ranks.local_rank()),

@@ -55,10 +55,20 @@ pub fn settings(experiment: &Experiment) -> Result<serde_json::Value> {
 /// The fields whose values differ between two fingerprints, as `` `field`: stored X, requested Y ``
 /// (`none` for an absent field), in field order.
 fn differences(stored: &serde_json::Value, requested: &serde_json::Value) -> Vec<String> {
+    field_differences(stored, requested, ("stored", "requested"))
+}
+
+/// The fields whose values differ between two JSON objects, as `` `field`: A x, B y `` with `names`
+/// `(A, B)` (`none` for an absent field), in field order.
+pub fn field_differences(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    names: (&str, &str),
+) -> Vec<String> {
     let empty = serde_json::Map::new();
     let (old, new) = (
-        stored.as_object().unwrap_or(&empty),
-        requested.as_object().unwrap_or(&empty),
+        a.as_object().unwrap_or(&empty),
+        b.as_object().unwrap_or(&empty),
     );
     let mut fields: Vec<&String> = old.keys().chain(new.keys()).collect();
     fields.sort();
@@ -69,8 +79,10 @@ fn differences(stored: &serde_json::Value, requested: &serde_json::Value) -> Vec
         .filter(|f| old.get(*f) != new.get(*f))
         .map(|f| {
             format!(
-                "`{f}`: stored {}, requested {}",
+                "`{f}`: {} {}, {} {}",
+                names.0,
                 show(old.get(f)),
+                names.1,
                 show(new.get(f))
             )
         })

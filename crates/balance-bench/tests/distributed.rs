@@ -183,6 +183,62 @@ fn signal(pid: u32, name: &str) {
 }
 
 #[test]
+fn ranks_started_with_different_settings_all_stop_with_an_error_naming_the_field() {
+    // Two "nodes" that were given different commands: rank 1 has 2 seeds, rank 0 has 6, and rank 1 runs
+    // on other threads (a machine's own, so not a difference).
+    let out = scratch("mismatch");
+    let port = balance_dist::free_port().unwrap();
+    let spawn = |rank: usize, seeds: &str, threads: &str| {
+        let mut args = args(&out, seeds);
+        let at = args.iter().position(|a| a == "--threads").unwrap();
+        args[at + 1] = threads.into();
+        Command::new(BIN)
+            .args(&args)
+            .args(["--dist-timeout", "20"])
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", "2")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (rank0, rank1) = (spawn(0, "6", "2"), spawn(1, "2", "1"));
+    let started = Instant::now();
+    let (out0, out1) = (
+        rank0.wait_with_output().unwrap(),
+        rank1.wait_with_output().unwrap(),
+    );
+    let (err0, err1) = (
+        String::from_utf8_lossy(&out0.stderr),
+        String::from_utf8_lossy(&out1.stderr),
+    );
+    assert!(
+        !out0.status.success() && !out1.status.success(),
+        "{err0}\n{err1}"
+    );
+    assert!(
+        err1.contains("rank 1 was started with other settings than rank 0")
+            && err1.contains("`seeds`: rank 0 6, this rank 2")
+            && !err1.contains("threads"),
+        "{err1}"
+    );
+    assert!(
+        err0.contains("rank(s) 1 were started with other settings than rank 0"),
+        "{err0}"
+    );
+    // Before any training: no collective waited for the timeout, nothing was stored.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stored_runs(&out.join("runs")), 0);
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
 fn a_signal_to_the_nproc_launcher_alone_stops_every_worker_with_a_partial_report() {
     // What `kill PID`, a scheduler's stop or a terminal's Ctrl-C does: only the launcher gets the signal
     // (its workers are in their own process group), and it forwards it to them once.
