@@ -2,7 +2,8 @@
 //! follow the trajectory of 1 process with batch B, for every registered balancer (GradNorm on all three
 //! shared targets, gradient methods on parameters and on the representation); both ranks hold bit-identical weights every step; and a
 //! 2-rank run killed mid-epoch resumes from rank 0's checkpoint to the uninterrupted run's final state
-//! bit for bit.
+//! bit for bit (and on 3 ranks or 1 process to float tolerance); ranks given different settings stop
+//! together with an error naming each one.
 //!
 //! The batch (199) and the set (1000 rows) are chosen so that every step's shards are unequal (99 and
 //! 100 rows) and the epoch ends with a 5-row tail: the shares, not a plain mean, make it exact.
@@ -60,8 +61,22 @@ fn data() -> (Dataset, Dataset) {
     all.split_at(1000).unwrap()
 }
 
+/// The tests' training settings: 2 epochs of 1000 rows in global batches of 199.
+fn train_config() -> TrainConfig {
+    TrainConfig {
+        epochs: 2,
+        batch_size: 199,
+        seed: 11,
+        ..TrainConfig::default()
+    }
+}
+
 /// An MMoE without dropout (ranks draw their own masks, so dropout is not comparable to one process).
 fn trainer(spec: &str, init_seed: i64) -> Trainer<Mmoe> {
+    trainer_with(spec, init_seed, train_config())
+}
+
+fn trainer_with(spec: &str, init_seed: i64, train: TrainConfig) -> Trainer<Mmoe> {
     // libtorch's RNG is process-wide and the two tests' parents build trainers in parallel: seeding and
     // initialising take turns, so a seed always gives the same model.
     static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -75,12 +90,6 @@ fn trainer(spec: &str, init_seed: i64) -> Trainer<Mmoe> {
     };
     let model = Mmoe::new(&vs, &bench_input(), &config, 3).unwrap();
     let balancer = Balancer::from_spec(&spec.parse::<BalancerSpec>().unwrap(), &TASKS).unwrap();
-    let train = TrainConfig {
-        epochs: 2,
-        batch_size: 199,
-        seed: 11,
-        ..TrainConfig::default()
-    };
     let tasks = data().0.tasks;
     Trainer::new(
         model,
@@ -277,6 +286,39 @@ fn two_ranks_follow_the_one_process_trajectory_for_every_balancer_family() {
 /// rank 0 checkpointed, and the resumption from that checkpoint.
 const PHASE: &str = "BALANCE_DP_TEST_PHASE";
 const RESUME_SPEC: &str = r#"{"method":"grad_norm","shared":"all_shared"}"#;
+
+#[test]
+fn ranks_with_different_settings_stop_together_naming_each_setting() {
+    let test = "ranks_with_different_settings_stop_together_naming_each_setting";
+    if std::env::var(WORKER).is_ok() {
+        let dir = PathBuf::from(std::env::var(OUT).unwrap());
+        let group = group();
+        let rank = group.rank();
+        // Rank 1 was given twice the learning rate and another batch size; the models are the same.
+        let mut train = train_config();
+        train.adam.lr *= (rank + 1) as f64;
+        train.batch_size += rank as i64;
+        let err = match trainer_with("static", 3, train).data_parallel(group) {
+            Ok(_) => "no error".to_string(),
+            Err(e) => e.to_string(),
+        };
+        write_json(&dir.join(format!("rank{rank}.json")), &err);
+        return;
+    }
+    let dir = run_job(test, 2, Duration::from_secs(60), &[]);
+    for rank in 0..2 {
+        let err: String = read_json(&dir.join(format!("rank{rank}.json")));
+        assert!(
+            err.contains(&format!("rank {rank} of 2"))
+                && err.contains("settings agree across ranks")
+                && err.contains("`batch_size` from 199 to 200")
+                && err.contains("`lr` from 0.001 to 0.002")
+                && !err.contains("`parameters`"),
+            "rank {rank}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
 
 #[test]
 fn a_two_rank_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {

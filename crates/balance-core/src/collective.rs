@@ -261,6 +261,39 @@ impl DataParallel {
         Ok(())
     }
 
+    /// Errors on every rank unless every rank holds the same value of each named setting (the batch size,
+    /// the parameter count: what must match before ranks can train together); the error names each
+    /// differing setting with its smallest and largest value. One all-reduce of `2n` numbers, whatever
+    /// the check schedule; settings must be the same *list* on every rank.
+    pub fn check_same_settings(&self, settings: &[(&str, f64)]) -> Result<()> {
+        if self.world_size() < 2 || settings.is_empty() {
+            return Ok(());
+        }
+        let both: Vec<f64> = settings
+            .iter()
+            .map(|&(_, v)| v)
+            .chain(settings.iter().map(|&(_, v)| -v))
+            .collect();
+        let reduced = self.reduce_f64(&both, 1.0, ReduceOp::Max)?;
+        let (max, neg_min) = reduced.split_at(settings.len());
+        let differing: Vec<String> = settings
+            .iter()
+            .zip(max.iter().zip(neg_min))
+            .filter(|(_, (hi, neg_lo))| **hi != -**neg_lo)
+            .map(|((name, _), (hi, neg_lo))| format!("`{name}` from {} to {hi}", -neg_lo))
+            .collect();
+        if differing.is_empty() {
+            return Ok(());
+        }
+        Err(self.error(
+            "settings agree across ranks",
+            format!(
+                "{} (every rank must train the same model with the same settings)",
+                differing.join(", ")
+            ),
+        ))
+    }
+
     /// Gives every rank rank 0's values of `params` (in place; one broadcast per tensor), so that all
     /// ranks start from the same model.
     pub fn broadcast_parameters(&self, params: &[Tensor]) -> Result<()> {
@@ -475,6 +508,28 @@ mod tests {
         // Off-schedule steps are not checked (no collective at all).
         let every_4th = DataParallel::new(Mirror::new(1.5)).with_agreement_check_every(4);
         every_4th.check_agreement("weights", 3, &[0.5]).unwrap();
+    }
+
+    #[test]
+    fn settings_that_differ_across_ranks_are_named_with_their_range() {
+        let same = DataParallel::new(Mirror::new(1.0));
+        same.check_same_settings(&[("batch_size", 256.0), ("parameters", 1e5)])
+            .unwrap();
+        // The peer's values are twice this rank's: both settings differ, each with its range.
+        let err = DataParallel::new(Mirror::new(2.0))
+            .check_same_settings(&[("batch_size", 256.0), ("lr", 0.001)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("settings agree across ranks"), "{err}");
+        assert!(
+            err.contains("`batch_size` from 256 to 512")
+                && err.contains("`lr` from 0.001 to 0.002"),
+            "{err}"
+        );
+        // Zero differs from nothing (its double is itself): no false alarm.
+        DataParallel::new(Mirror::new(2.0))
+            .check_same_settings(&[("weight_decay", 0.0)])
+            .unwrap();
     }
 
     #[test]

@@ -425,9 +425,25 @@ impl<M: MultiTaskModel> Trainer<M> {
                 format!("at least the world size {world} (the batch is the global one, split across ranks)"),
             ));
         }
-        self.balancer = self
-            .balancer
-            .with_data_parallel(DataParallel::new(collective));
+        let dp = DataParallel::new(collective);
+        // Ranks that would train different models or schedules fail here together, not later on a
+        // mismatched collective (or, worse, silently with different learning rates).
+        let adam = &self.config.adam;
+        dp.check_same_settings(&[
+            ("parameters", self.optimizer.len() as f64),
+            ("tasks", self.tasks.len() as f64),
+            ("batch_size", self.config.batch_size as f64),
+            ("epochs", self.config.epochs as f64),
+            ("seed", self.config.seed as f64),
+            ("lr", adam.lr),
+            ("weight_decay", adam.weight_decay),
+            ("beta1", adam.beta1),
+            ("beta2", adam.beta2),
+            ("eps", adam.eps),
+            ("max_grad_norm", adam.max_grad_norm.unwrap_or(-1.0)),
+            ("eval_batch_size", self.config.eval_batch_size as f64),
+        ])?;
+        self.balancer = self.balancer.with_data_parallel(dp);
         self.sync_from_rank0()?;
         Ok(self)
     }
