@@ -298,16 +298,30 @@ fn ranks_with_different_settings_stop_together_naming_each_setting() {
         let mut train = train_config();
         train.adam.lr *= (rank + 1) as f64;
         train.batch_size += rank as i64;
-        let err = match trainer_with("static", 3, train).data_parallel(group) {
+        let err = match trainer_with("static", 3, train).data_parallel(group.clone()) {
             Ok(_) => "no error".to_string(),
             Err(e) => e.to_string(),
         };
-        write_json(&dir.join(format!("rank{rank}.json")), &err);
+        // Same settings, but rank 1 was given one training row fewer.
+        let (mut rows, eval) = data();
+        if rank == 1 {
+            rows = rows.split_at(999).unwrap().0;
+        }
+        let mut same = trainer("static", 3).data_parallel(group).unwrap();
+        let data_err = match same.run(&rows, &eval, &mut Trace::default()) {
+            Ok(()) => "no error".to_string(),
+            Err(e) => e.to_string(),
+        };
+        write_json(&dir.join(format!("rank{rank}.json")), &(err, data_err));
         return;
     }
     let dir = run_job(test, 2, Duration::from_secs(60), &[]);
     for rank in 0..2 {
-        let err: String = read_json(&dir.join(format!("rank{rank}.json")));
+        let (err, data_err): (String, String) = read_json(&dir.join(format!("rank{rank}.json")));
+        assert!(
+            data_err.contains("`train rows` from 999 to 1000") && !data_err.contains("eval rows"),
+            "rank {rank}: {data_err}"
+        );
         assert!(
             err.contains(&format!("rank {rank} of 2"))
                 && err.contains("settings agree across ranks")

@@ -534,6 +534,13 @@ impl<M: MultiTaskModel> Trainer<M> {
                 "the training set is empty (no example to train on)".into(),
             ));
         }
+        if let Some(dp) = self.balancer.data_parallel() {
+            // Every rank slices the same permutation of the same rows: other data means other shards.
+            dp.check_same_settings(&[
+                ("train rows", train.len() as f64),
+                ("eval rows", eval.len() as f64),
+            ])?;
+        }
         let mut budget = max_steps;
         while !self.finished() && budget > 0 {
             let order = epoch_order(train.len(), self.config.seed, self.state.epoch);
