@@ -141,7 +141,7 @@ fn assert_only_whole_runs(runs: &Path) {
     }
 }
 
-/// `run --nproc 2` of a comparison long enough to be stopped midway (18 runs), as its own process.
+/// `run --nproc 2` of a comparison long enough to be stopped midway (24 runs), as its own process.
 fn nproc_launcher(out: &Path, stderr: Stdio) -> Child {
     Command::new(BIN)
         .args(args(out, "6"))
@@ -239,6 +239,69 @@ fn ranks_started_with_different_settings_all_stop_with_an_error_naming_the_field
 }
 
 #[test]
+fn under_torchrun_with_restarts_a_killed_worker_costs_only_a_restart() {
+    // torchrun --max-restarts 1 restarts every worker when one dies; the restarted attempt joins a fresh
+    // store namespace (TORCHELASTIC_RESTART_COUNT) and resumes from `--out`, so the report is the
+    // uninterrupted one, bit for bit.
+    let Some(torchrun) = torchrun() else {
+        eprintln!("BALANCE_PYTHON's torchrun not found: the restart was not checked (make test checks it)");
+        return;
+    };
+    let out = scratch("restarted");
+    let log = out.with_extension("log");
+    let mut launcher = Command::new(torchrun)
+        .args(["--nproc-per-node", "2", "--max-restarts", "1"])
+        .arg(format!(
+            "--master-port={}",
+            balance_dist::free_port().unwrap()
+        ))
+        .args(["--no-python", BIN])
+        .args(args(&out, "6"))
+        .args(["--dist-timeout", "10"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_a_stored_run(&out.join("runs"), &mut launcher);
+    let workers = children_of(launcher.id());
+    assert_eq!(workers.len(), 2, "two workers: {workers:?}");
+    signal(*workers.iter().max().unwrap(), "KILL");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = launcher.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "torchrun outlived 180 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "torchrun failed: {stderr}");
+    assert!(
+        workers.iter().all(|&w| !running(w)),
+        "the first attempt's workers are gone"
+    );
+    let (restarted, _) = metrics(&out);
+    // 4 balancers (the `static` baseline is added) x 6 seeds x 3 tasks.
+    assert_eq!(restarted.len(), 4 * 6 * 3, "every run of the report");
+
+    let straight = scratch("straight");
+    check(
+        &Command::new(BIN)
+            .args(args(&straight, "6"))
+            .args(["--nproc", "2"])
+            .output()
+            .unwrap(),
+        "the uninterrupted --nproc 2 run",
+    );
+    let diff = max_difference(&metrics(&straight).0, &restarted);
+    assert!(diff == 0.0, "the restarted run differs by {diff:e}");
+    for dir in [out, straight] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(log);
+}
+
+#[test]
 fn a_signal_to_the_nproc_launcher_alone_stops_every_worker_with_a_partial_report() {
     // What `kill PID`, a scheduler's stop or a terminal's Ctrl-C does: only the launcher gets the signal
     // (its workers are in their own process group), and it forwards it to them once.
@@ -268,7 +331,7 @@ fn a_signal_to_the_nproc_launcher_alone_stops_every_worker_with_a_partial_report
     );
     assert_only_whole_runs(&out.join("runs"));
     let finished = stored_runs(&out.join("runs"));
-    assert!((1..18).contains(&finished), "{finished} of 18 runs");
+    assert!((1..24).contains(&finished), "{finished} of 24 runs");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(
@@ -301,7 +364,7 @@ fn the_workers_of_a_killed_nproc_launcher_stop_instead_of_running_on() {
         killed_at.elapsed()
     );
     assert_only_whole_runs(&out.join("runs"));
-    assert!(stored_runs(&out.join("runs")) < 18, "they stopped early");
+    assert!(stored_runs(&out.join("runs")) < 24, "they stopped early");
     let _ = std::fs::remove_dir_all(out);
 }
 
@@ -339,7 +402,10 @@ fn nproc_and_torchrun_report_the_one_process_metrics() {
         Some(torchrun) => {
             let three = scratch("torchrun");
             let out = Command::new(torchrun)
-                .args(["--nproc-per-node", "2", "--no-python", BIN])
+                .args(["--nproc-per-node", "2"])
+                // Its own port: the tests of this file run in parallel (torchrun's default is 29500).
+                .arg(format!("--master-port={}", balance_dist::free_port().unwrap()))
+                .args(["--no-python", BIN])
                 .args(args(&three, "2"))
                 .output()
                 .unwrap();
