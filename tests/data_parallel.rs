@@ -411,15 +411,18 @@ fn a_two_rank_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
         "mid-epoch"
     );
 
-    let resumed = run_job(
-        test,
-        2,
-        Duration::from_secs(120),
-        &[
-            (PHASE, "resumed".into()),
-            ("BALANCE_DP_TEST_FROM", killed.display().to_string()),
-        ],
-    );
+    let resume_on = |world: usize| {
+        run_job(
+            test,
+            world,
+            Duration::from_secs(120),
+            &[
+                (PHASE, "resumed".into()),
+                ("BALANCE_DP_TEST_FROM", killed.display().to_string()),
+            ],
+        )
+    };
+    let resumed = resume_on(2);
     let a: TrainCheckpoint = read_json(&straight.join("final.json"));
     let b: TrainCheckpoint = read_json(&resumed.join("final.json"));
     assert_eq!(a.global_step, 12);
@@ -450,15 +453,7 @@ fn a_two_rank_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
     assert!(diff < 1e-4, "1-process resumption differs by {diff:e}");
 
     // And on 3 ranks (shards of 66/66/67 rows): the checkpoint holds the global state, not a rank's.
-    let three = run_job(
-        test,
-        3,
-        Duration::from_secs(120),
-        &[
-            (PHASE, "resumed".into()),
-            ("BALANCE_DP_TEST_FROM", killed.display().to_string()),
-        ],
-    );
+    let three = resume_on(3);
     let d: TrainCheckpoint = read_json(&three.join("final.json"));
     assert_eq!(d.global_step, 12);
     let diff = max_abs_diff(&[last(&a)], &[last(&d)]);

@@ -174,6 +174,26 @@ fn proc_stat(pid: u32) -> Option<(char, u32)> {
     Some((state, rest.next()?.parse().ok()?))
 }
 
+/// Waits until `launcher` has stored a run, and returns its two workers' pids.
+fn two_workers_after_a_stored_run(launcher: &mut Child, out: &Path) -> Vec<u32> {
+    wait_for_a_stored_run(&out.join("runs"), launcher);
+    let workers = children_of(launcher.id());
+    assert_eq!(workers.len(), 2, "two workers: {workers:?}");
+    workers
+}
+
+/// Waits at most `secs` for `child` to exit.
+fn exit_within(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "still running after {secs} s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .args([format!("-{name}"), pid.to_string()])
@@ -262,18 +282,9 @@ fn under_torchrun_with_restarts_a_killed_worker_costs_only_a_restart() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    wait_for_a_stored_run(&out.join("runs"), &mut launcher);
-    let workers = children_of(launcher.id());
-    assert_eq!(workers.len(), 2, "two workers: {workers:?}");
+    let workers = two_workers_after_a_stored_run(&mut launcher, &out);
     signal(*workers.iter().max().unwrap(), "KILL");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(status) = launcher.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "torchrun outlived 180 s");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut launcher, 180);
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "torchrun failed: {stderr}");
     assert!(
@@ -307,15 +318,9 @@ fn a_signal_to_the_nproc_launcher_alone_stops_every_worker_with_a_partial_report
     // (its workers are in their own process group), and it forwards it to them once.
     let out = scratch("sigterm");
     let mut launcher = nproc_launcher(&out, Stdio::piped());
-    wait_for_a_stored_run(&out.join("runs"), &mut launcher);
-    let workers = children_of(launcher.id());
-    assert_eq!(workers.len(), 2, "two workers: {workers:?}");
+    let workers = two_workers_after_a_stored_run(&mut launcher, &out);
     signal(launcher.id(), "TERM");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while launcher.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the launcher outlived 60 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    exit_within(&mut launcher, 60);
     let result = launcher.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert_eq!(result.status.code(), Some(130), "{stderr}");
@@ -346,9 +351,7 @@ fn a_signal_to_the_nproc_launcher_alone_stops_every_worker_with_a_partial_report
 fn the_workers_of_a_killed_nproc_launcher_stop_instead_of_running_on() {
     let out = scratch("orphans");
     let mut launcher = nproc_launcher(&out, Stdio::null());
-    wait_for_a_stored_run(&out.join("runs"), &mut launcher);
-    let workers = children_of(launcher.id());
-    assert_eq!(workers.len(), 2, "two workers: {workers:?}");
+    let workers = two_workers_after_a_stored_run(&mut launcher, &out);
     launcher.kill().unwrap(); // SIGKILL: no handler runs, nothing is forwarded
     let _ = launcher.wait();
     let killed_at = Instant::now();
