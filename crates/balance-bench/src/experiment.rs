@@ -230,7 +230,17 @@ impl Experiment {
                 ),
             );
         }
-        parse_device(&self.device)?;
+        if let tch::Device::Cuda(index) = parse_device(&self.device)? {
+            // Data-parallel ranks take cuda:LOCAL_RANK instead (checked where the ranks are known).
+            let gpus = tch::Cuda::device_count();
+            if self.ranks == 1 && i64::try_from(index).map_or(true, |i| i >= gpus) {
+                return bad(
+                    "device",
+                    format!("{:?}", self.device),
+                    &format!("a GPU that libtorch sees (it sees {gpus}), or \"cpu\" / \"auto\""),
+                );
+            }
+        }
         self.resolved_balancers()?;
         Ok(())
     }
@@ -264,9 +274,10 @@ pub fn parse_device(text: &str) -> anyhow::Result<tch::Device> {
     match text {
         "auto" => Ok(tch::Device::cuda_if_available()),
         "cpu" => Ok(tch::Device::Cpu),
+        "cuda" => Ok(tch::Device::Cuda(0)),
         other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(n)) => Ok(tch::Device::Cuda(n)),
-            _ => anyhow::bail!("invalid experiment: field `device` = {other:?}, expected \"auto\", \"cpu\" or \"cuda:N\""),
+            _ => anyhow::bail!("invalid experiment: field `device` = {other:?}, expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\""),
         },
     }
 }
@@ -341,6 +352,23 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("field `device` = \"gpu\""), "{err}");
+        // `cuda` is `cuda:0`; a GPU libtorch does not see is refused before training, with the count.
+        assert_eq!(parse_device("cuda").unwrap(), tch::Device::Cuda(0));
+        let gpus = tch::Cuda::device_count();
+        let beyond = Experiment {
+            device: format!("cuda:{gpus}"),
+            ..Default::default()
+        };
+        let err = beyond.check().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("field `device` = \"cuda:{gpus}\""))
+                && err.contains(&format!("it sees {gpus}")),
+            "{err}"
+        );
+        // As 2 data-parallel ranks the index is not this field's (each rank takes cuda:LOCAL_RANK).
+        let mut ranked = beyond.clone();
+        ranked.ranks = 2;
+        ranked.check().unwrap();
         let err = Experiment {
             seeds: 0,
             ..Default::default()

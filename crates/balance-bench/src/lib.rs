@@ -127,7 +127,7 @@ pub struct RunArgs {
     /// libtorch threads.
     #[arg(long)]
     pub threads: Option<i32>,
-    /// `auto`, `cpu` or `cuda:N`.
+    /// `auto`, `cpu`, `cuda` (`cuda:0`) or `cuda:N`; data-parallel ranks on CUDA take `cuda:LOCAL_RANK`.
     #[arg(long)]
     pub device: Option<String>,
     /// Write report.json, report.md, report.csv, report.html and plots/ (SVG and PNG) into this folder,
@@ -422,7 +422,17 @@ fn preflight(args: &RunArgs, nproc: usize) -> Result<()> {
     }
     let mut experiment = args.experiment()?;
     experiment.set_ranks(nproc)?;
-    experiment.check()
+    experiment.check()?;
+    if let tch::Device::Cuda(_) = experiment::parse_device(&experiment.device)? {
+        let gpus = tch::Cuda::device_count();
+        if i64::try_from(nproc).map_or(true, |n| n > gpus) {
+            anyhow::bail!(
+                "invalid value for `--nproc`: {nproc} with device {:?}, expected at most the {gpus} GPUs libtorch sees (each rank takes its own, cuda:LOCAL_RANK)",
+                experiment.device
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `run`: trains (or, with `--out`, resumes) the comparison and writes its report. Installs the

@@ -538,7 +538,17 @@ pub fn run(
     ranks.check_same_experiment(experiment)?;
     tch::set_num_threads(ranks.threads(experiment.threads));
     let device = match parse_device(&experiment.device)? {
-        Device::Cuda(_) if ranks.world() > 1 => Device::Cuda(ranks.local_rank()),
+        Device::Cuda(_) if ranks.world() > 1 => {
+            let gpus = tch::Cuda::device_count();
+            let local = ranks.local_rank();
+            if i64::try_from(local).map_or(true, |l| l >= gpus) {
+                bail!(
+                    "rank {} (local rank {local}) would train on cuda:{local}, but libtorch sees {gpus} GPU(s) on this machine: start at most {gpus} ranks per machine, or use --device cpu",
+                    ranks.rank()
+                );
+            }
+            Device::Cuda(local)
+        }
         device => device,
     };
     let balancers = experiment.resolved_balancers()?;
