@@ -25,6 +25,7 @@ use crate::store::field_differences;
 pub struct Ranks {
     launch: Option<Launch>,
     group: Option<Arc<ProcessGroup>>,
+    nccl: bool,
 }
 
 impl Ranks {
@@ -48,6 +49,17 @@ impl Ranks {
         Ok(Self {
             launch: Some(launch),
             group: Some(Arc::new(group)),
+            nccl: options.nccl,
+        })
+    }
+
+    /// The backend that carries tensors on `device` in this group (`None` without a group): `nccl` for
+    /// CUDA tensors when the group has it, `gloo` otherwise (it stages CUDA tensors through the host).
+    pub fn backend(&self, device: tch::Device) -> Option<&'static str> {
+        self.group.as_ref()?;
+        Some(match device {
+            tch::Device::Cuda(_) if self.nccl => "nccl",
+            _ => "gloo",
         })
     }
 

@@ -115,8 +115,8 @@ pub struct Experiment {
     /// libtorch intra-op threads of the whole run, split evenly between the data-parallel ranks of one
     /// machine (at least one each).
     pub threads: i32,
-    /// `auto` (a GPU when libtorch sees one), `cpu`, or `cuda:N` (data-parallel ranks take
-    /// `cuda:LOCAL_RANK`).
+    /// `auto` (a GPU when libtorch sees one), `cpu`, `cuda` (`cuda:0`) or `cuda:N` (data-parallel ranks
+    /// take `cuda:LOCAL_RANK`).
     pub device: String,
     /// Data-parallel ranks that train each run together (`batch_size` is then the global batch). Set by
     /// the launch (`torchrun`, or `run --nproc N`); a file may state it, and it must then match.

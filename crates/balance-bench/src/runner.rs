@@ -734,7 +734,7 @@ pub fn run(
     let report = (!runs.is_empty()).then(|| {
         Report::new(
             experiment.clone(),
-            device_name(device, ranks.world()),
+            device_name(device, ranks),
             &balancers,
             data,
             runs,
@@ -751,15 +751,19 @@ pub fn run(
     })
 }
 
-fn device_name(device: Device, ranks: usize) -> String {
+/// Where the runs trained, for the report: the device, and for a launched group its size and the backend
+/// that carried the tensors (`x 2 data-parallel ranks over gloo`).
+fn device_name(device: Device, ranks: &Ranks) -> String {
+    let world = ranks.world();
     let one = match device {
         Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
-        Device::Cuda(n) if ranks > 1 => format!("cuda (rank 0 on cuda:{n})"),
+        Device::Cuda(n) if world > 1 => format!("cuda (rank 0 on cuda:{n})"),
         Device::Cuda(n) => format!("cuda:{n}"),
         other => format!("{other:?}"),
     };
-    match ranks {
-        1 => one,
-        n => format!("{one} x {n} data-parallel ranks"),
-    }
+    let Some(backend) = ranks.backend(device) else {
+        return one;
+    };
+    let plural = if world == 1 { "rank" } else { "ranks" };
+    format!("{one} x {world} data-parallel {plural} over {backend}")
 }
