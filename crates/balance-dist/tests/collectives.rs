@@ -136,6 +136,59 @@ fn collectives_give_the_values_of_an_independent_computation() {
     }
 }
 
+/// This process's threads whose name starts with `prefix` (Linux `/proc/self/task`).
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter(|t| {
+            t.as_ref().is_ok_and(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+            })
+        })
+        .count()
+}
+
+#[test]
+fn large_collectives_start_no_openmp_pool_on_c10d_threads() {
+    // Threads inherit their creator's name: an OpenMP pool started by a parallel kernel on c10d's worker
+    // thread shows up as one more `pt_gloo_runloop`. With a second pool, libgomp stops spinning between
+    // parallel regions and the training thread's kernels wait on futexes (Gloo's allgather did this).
+    if let Some(group) = worker_group(Duration::from_secs(30)) {
+        tch::set_num_threads(2);
+        let big = Tensor::ones([1 << 21], (tch::Kind::Float, tch::Device::Cpu));
+        // The training thread's own pool exists first, as in training.
+        let _ = (&big * 2.0).sum(tch::Kind::Float);
+        let before = threads_named("pt_gloo");
+        let gathered = group.all_gather(&big).unwrap();
+        assert_eq!(gathered.len(), 2);
+        let mut sum = big.copy();
+        group.all_reduce(&mut sum, ReduceOp::Sum).unwrap();
+        let mut root = big.copy();
+        group.broadcast(&mut root, 0).unwrap();
+        let after = threads_named("pt_gloo");
+        assert_eq!(
+            after,
+            before,
+            "c10d's threads started {} more",
+            after - before
+        );
+        return;
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("one core: OpenMP would start no pool anyway; nothing to check");
+        return;
+    }
+    let out = run_workers(
+        "large_collectives_start_no_openmp_pool_on_c10d_threads",
+        2,
+        &[0, 1],
+        Duration::from_secs(60),
+    );
+    for (rank, ok, log) in &out {
+        assert!(ok, "rank {rank} failed:\n{log}");
+    }
+}
+
 #[test]
 fn a_rank_that_never_joins_is_an_error_within_the_timeout() {
     if let Some(group) = worker_group(Duration::from_secs(3)) {
