@@ -30,12 +30,21 @@ ARGS=(run --balancer static --balancer grad_norm --balancer mgda --seeds 2 --epo
       --rows 20000 --holdout-rows 10000 --batch-size 1000 --quiet --dist-timeout 120 --device "$DEVICE")
 echo "device check: $DEVICE, $GPUS GPU(s) visible, torch lib $TORCH_LIB"
 
-"$BIN" "${ARGS[@]}" --out "$OUT/single" > "$OUT/single.log" 2>&1
-"$PY" -m torch.distributed.run --nproc-per-node 1 --master-port "$(free_port)" --no-python \
-    "$BIN" "${ARGS[@]}" --out "$OUT/nccl1" > "$OUT/nccl1.log" 2>&1
+# Every step runs even when an earlier one failed (one call should bring back all there is to learn);
+# a failed step shows its log's tail, and the summary below fails the script.
+step() {
+    local name=$1
+    shift
+    if ! "$@" > "$OUT/$name.log" 2>&1; then
+        echo "$name: failed; the errors in $OUT/$name.log:"
+        grep -m 8 -E "^error|caused by|panicked|Error" "$OUT/$name.log" || tail -n 15 "$OUT/$name.log"
+    fi
+}
+torchrun() { "$PY" -m torch.distributed.run --master-port "$(free_port)" "$@"; }
+step single "$BIN" "${ARGS[@]}" --out "$OUT/single"
+step nccl1 torchrun --nproc-per-node 1 --no-python "$BIN" "${ARGS[@]}" --out "$OUT/nccl1"
 if [[ "$DEVICE" == cpu || "$GPUS" -ge 2 ]]; then
-    "$PY" -m torch.distributed.run --nproc-per-node 2 --master-port "$(free_port)" --no-python \
-        "$BIN" "${ARGS[@]}" --out "$OUT/nccl2" > "$OUT/nccl2.log" 2>&1
+    step nccl2 torchrun --nproc-per-node 2 --no-python "$BIN" "${ARGS[@]}" --out "$OUT/nccl2"
 else
     echo "nccl2: skipped (needs 2 GPUs, this machine has $GPUS)"
 fi
@@ -67,6 +76,9 @@ print(f"single: {single[0]}; median step {single[2]:.2f} ms")
 for name in ("nccl1", "nccl2"):
     other = load(name)
     if other is None:
+        if os.path.exists(os.path.join(out, name + ".log")):
+            print(f"{name}: no report (see {name}.log)")
+            failed = True
         continue
     if other[1].keys() != single[1].keys():
         print(f"{name}: other runs than single")
