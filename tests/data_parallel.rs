@@ -307,17 +307,36 @@ fn ranks_with_different_settings_stop_together_naming_each_setting() {
         if rank == 1 {
             rows = rows.split_at(999).unwrap().0;
         }
-        let mut same = trainer("static", 3).data_parallel(group).unwrap();
+        let mut same = trainer("static", 3).data_parallel(group.clone()).unwrap();
         let data_err = match same.run(&rows, &eval, &mut Trace::default()) {
             Ok(()) => "no error".to_string(),
             Err(e) => e.to_string(),
         };
-        write_json(&dir.join(format!("rank{rank}.json")), &(err, data_err));
+        // As many rows, other values: rank 1's training rows come from another seed.
+        let (mut rows, eval) = data();
+        if rank == 1 {
+            rows.examples = cascade(1000, 4);
+        }
+        let mut same = trainer("static", 3).data_parallel(group).unwrap();
+        let content_err = match same.run(&rows, &eval, &mut Trace::default()) {
+            Ok(()) => "no error".to_string(),
+            Err(e) => e.to_string(),
+        };
+        write_json(
+            &dir.join(format!("rank{rank}.json")),
+            &(err, data_err, content_err),
+        );
         return;
     }
     let dir = run_job(test, 2, Duration::from_secs(60), &[]);
     for rank in 0..2 {
-        let (err, data_err): (String, String) = read_json(&dir.join(format!("rank{rank}.json")));
+        let (err, data_err, content_err): (String, String, String) =
+            read_json(&dir.join(format!("rank{rank}.json")));
+        assert!(
+            content_err.contains("`train data checksum` from")
+                && !content_err.contains("eval data checksum"),
+            "rank {rank}: {content_err}"
+        );
         assert!(
             data_err.contains("`train rows` from 999 to 1000") && !data_err.contains("eval rows"),
             "rank {rank}: {data_err}"

@@ -231,6 +231,8 @@ pub struct Trainer<M: MultiTaskModel> {
     config: TrainConfig,
     device: Device,
     state: Progress,
+    /// Whether the ranks compared their datasets' checksums (once per trainer; row counts every call).
+    data_compared: bool,
 }
 
 impl<M: MultiTaskModel> std::fmt::Debug for Trainer<M> {
@@ -389,6 +391,7 @@ impl<M: MultiTaskModel> Trainer<M> {
             tasks,
             config,
             device,
+            data_compared: false,
         })
     }
 
@@ -540,6 +543,13 @@ impl<M: MultiTaskModel> Trainer<M> {
                 ("train rows", train.len() as f64),
                 ("eval rows", eval.len() as f64),
             ])?;
+            if !self.data_compared {
+                dp.check_same_settings(&[
+                    ("train data checksum", train.examples.checksum()?),
+                    ("eval data checksum", eval.examples.checksum()?),
+                ])?;
+                self.data_compared = true;
+            }
         }
         let mut budget = max_steps;
         while !self.finished() && budget > 0 {
