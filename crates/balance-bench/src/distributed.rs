@@ -122,9 +122,10 @@ impl Ranks {
 }
 
 impl Ranks {
-    /// Errors on every rank unless every rank holds rank 0's `experiment` (apart from `threads`, each
-    /// machine's own): ranks started with different settings would plan different runs, and their
-    /// collectives would not match. A differing rank names the fields; the others name the ranks.
+    /// Errors on every rank unless every rank holds rank 0's `experiment`, apart from `threads` (each
+    /// machine's own) and `csv` (file paths may differ between machines; the trainer compares the data
+    /// themselves by checksum): ranks started with different settings would plan different runs, and
+    /// their collectives would not match. A differing rank names the fields; the others name the ranks.
     pub fn check_same_experiment(&self, experiment: &Experiment) -> Result<()> {
         let Some(group) = &self.group else {
             return Ok(());
@@ -132,6 +133,7 @@ impl Ranks {
         let mut mine = serde_json::to_value(experiment).context("serialising the experiment")?;
         if let Some(fields) = mine.as_object_mut() {
             fields.remove("threads");
+            fields.remove("csv");
         }
         let bytes = serde_json::to_vec(&mine).context("serialising the experiment")?;
         let dp = DataParallel::new(Arc::clone(group) as Arc<dyn Collective>);
