@@ -13,7 +13,7 @@
 //! Every rank then computes the same weights; [`DataParallel::check_agreement`] verifies it (every step
 //! in debug builds, every [`DEFAULT_CHECK_EVERY`]-th in release builds).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tch::{Kind, Tensor};
 
@@ -77,6 +77,9 @@ pub struct DataParallel {
     collective: Arc<dyn Collective>,
     share: f64,
     check_every: u64,
+    /// Parameters whose `.grad` this step's balancer left global (shared by clones: the driver hands a
+    /// clone to the method).
+    global_gradients: Arc<Mutex<Vec<Tensor>>>,
 }
 
 /// Steps between two cross-rank weight checks by default: every step in debug builds (tests), every 64th
@@ -104,7 +107,32 @@ impl DataParallel {
             collective,
             share,
             check_every: DEFAULT_CHECK_EVERY,
+            global_gradients: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// Records that `params`' `.grad` are already the global batch's this step (a combination of
+    /// all-reduced per-task gradients, written into freshly zeroed gradients), so that a trainer can
+    /// leave them out of its gradient all-reduce. Only a trainer that zeroes the gradients before each
+    /// step may act on it ([`DataParallel::take_global_gradients`]); [`DataParallel::all_reduce_gradients`]
+    /// reduces everything.
+    pub fn mark_global_gradients(&self, params: &[&Tensor]) {
+        let mut marked = self
+            .global_gradients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        marked.extend(params.iter().map(|p| p.shallow_clone()));
+    }
+
+    /// The parameters marked by [`DataParallel::mark_global_gradients`] since the last call, which
+    /// clears them (the balancer driver clears them at the start of every step too).
+    pub fn take_global_gradients(&self) -> Vec<Tensor> {
+        std::mem::take(
+            &mut *self
+                .global_gradients
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
     }
 
     /// Checks that every rank holds the same weights on every `steps`-th step (builder style; `0` turns

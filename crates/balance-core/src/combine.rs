@@ -175,7 +175,12 @@ impl<'a> TaskGradients<'a> {
             SharedTarget::Representation => grad::backward_with(&self.target_tensors, &pieces),
             _ => {
                 let pieces: Vec<Option<Tensor>> = pieces.into_iter().map(Some).collect();
-                grad::accumulate_param_grads(&self.target_tensors, &pieces)
+                grad::accumulate_param_grads(&self.target_tensors, &pieces)?;
+                if let Some(dp) = self.data_parallel {
+                    // The combination of all-reduced task gradients is the global batch's already.
+                    dp.mark_global_gradients(&self.target_tensors);
+                }
+                Ok(())
             }
         }
     }

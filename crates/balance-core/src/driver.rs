@@ -181,6 +181,9 @@ impl Balancer {
             return Ok(report);
         }
         let data_parallel = self.data_parallel.clone();
+        if let Some(dp) = &data_parallel {
+            let _ = dp.take_global_gradients(); // this step's marks only
+        }
         let input = StepInput::new(losses, &values, parts, representation, step)
             .with_data_parallel(data_parallel.as_ref());
         let mut report = self.guarded(|inner| {

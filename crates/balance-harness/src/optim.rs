@@ -92,6 +92,8 @@ pub struct FlatAdam {
     exp_avg_sq: Tensor,
     step: u64,
     config: AdamConfig,
+    /// The last [`FlatAdam::local_indices`]: its parameters' `(offset, length)` and the indices.
+    local_indices: Option<(Vec<(i64, i64)>, Tensor)>,
 }
 
 fn to_bits(t: &Tensor, what: &str) -> Result<Vec<u32>> {
@@ -193,7 +195,46 @@ impl FlatAdam {
             flat,
             step: 0,
             config,
+            local_indices: None,
         })
+    }
+
+    /// The positions in the flat gradient outside `excluded` (tensors that share this optimizer's
+    /// parameters' storage, matched by address), as an int64 index tensor on the parameters' device;
+    /// `None` when none of `excluded` is one of its parameters. Cached while `excluded` stays the same
+    /// (it does, step after step), so a step pays no host synchronisation for it.
+    pub fn local_indices(&mut self, excluded: &[Tensor]) -> Result<Option<Tensor>> {
+        let base = self.flat.data_ptr() as usize;
+        let len = self.len();
+        let mut spans: Vec<(i64, i64)> = excluded
+            .iter()
+            .filter_map(|t| {
+                let offset = (t.data_ptr() as usize).checked_sub(base)? / 4;
+                let offset = i64::try_from(offset).ok()?;
+                let n = t.numel() as i64;
+                (t.kind() == tch::Kind::Float && offset + n <= len).then_some((offset, n))
+            })
+            .collect();
+        spans.sort_unstable();
+        spans.dedup();
+        if spans.is_empty() {
+            return Ok(None);
+        }
+        if let Some((cached, indices)) = &self.local_indices {
+            if *cached == spans {
+                return Ok(Some(indices.shallow_clone()));
+            }
+        }
+        let indices = (|| -> std::result::Result<Tensor, tch::TchError> {
+            let mask = Tensor::f_ones([len], (tch::Kind::Bool, self.flat.device()))?;
+            for &(offset, n) in &spans {
+                let _ = mask.f_narrow(0, offset, n)?.f_fill_(0)?;
+            }
+            mask.f_nonzero()?.f_reshape([-1])
+        })()
+        .map_err(|e| HarnessError::Optimizer(format!("indexing the local gradients: {e}")))?;
+        self.local_indices = Some((spans, indices.shallow_clone()));
+        Ok(Some(indices))
     }
 
     /// The number of scalar parameters.
@@ -333,6 +374,47 @@ impl FlatAdam {
 mod tests {
     use super::*;
     use tch::{nn, nn::Module, nn::OptimizerConfig, Device};
+
+    #[test]
+    fn the_local_indices_leave_out_exactly_the_given_parameters() {
+        let opts = (Kind::Float, Device::Cpu);
+        let params = vec![
+            Tensor::zeros([2, 3], opts).set_requires_grad(true),
+            Tensor::zeros([4], opts).set_requires_grad(true),
+            Tensor::zeros([1], opts).set_requires_grad(true),
+        ];
+        let handles = params.iter().map(Tensor::shallow_clone).collect();
+        let mut adam = FlatAdam::new(handles, AdamConfig::default()).unwrap();
+        let indices = |adam: &mut FlatAdam, excluded: &[&Tensor]| -> Option<Vec<i64>> {
+            let excluded: Vec<Tensor> = excluded.iter().map(|t| t.shallow_clone()).collect();
+            adam.local_indices(&excluded)
+                .unwrap()
+                .map(|t| Vec::<i64>::try_from(&t).unwrap())
+        };
+        // The parameters are views of the flat buffer now: the second one spans entries 6..10.
+        let outside_second: Vec<i64> = (0..11).filter(|i| !(6..10).contains(i)).collect();
+        assert_eq!(
+            indices(&mut adam, &[&params[1]]),
+            Some(outside_second.clone())
+        );
+        // Cached for the same parameters (the same tensor comes back).
+        let first = adam
+            .local_indices(&[params[1].shallow_clone()])
+            .unwrap()
+            .unwrap();
+        let again = adam
+            .local_indices(&[params[1].shallow_clone()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.data_ptr(), again.data_ptr());
+        // A tensor that is not a parameter, or nothing, leaves everything local.
+        assert_eq!(indices(&mut adam, &[&Tensor::zeros([4], opts)]), None);
+        assert_eq!(indices(&mut adam, &[]), None);
+        assert_eq!(
+            indices(&mut adam, &[&params[2], &params[0]]),
+            Some(vec![6, 7, 8, 9])
+        );
+    }
 
     #[test]
     fn matches_libtorch_adam_and_updates_the_model_in_place() {

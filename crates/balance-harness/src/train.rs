@@ -299,6 +299,25 @@ fn epoch_order(n: i64, seed: u64, epoch: usize) -> Tensor {
     Tensor::from_slice(&order)
 }
 
+/// All-reduces the entries of the flat gradient `g` at `local` (every entry without indices) to the
+/// global batch's mean; one collective, none when nothing is local.
+fn reduce_local(dp: &DataParallel, g: &mut Tensor, local: Option<&Tensor>) -> Result<()> {
+    let Some(local) = local else {
+        return Ok(dp.global_mean_tensor(g)?);
+    };
+    if local.numel() == 0 {
+        return Ok(());
+    }
+    let mut part = g
+        .f_index_select(0, local)
+        .map_err(|e| HarnessError::Optimizer(format!("selecting the local gradients: {e}")))?;
+    dp.global_mean_tensor(&mut part)?;
+    let _ = g
+        .f_index_copy_(0, local, &part)
+        .map_err(|e| HarnessError::Optimizer(format!("writing the reduced gradients: {e}")))?;
+    Ok(())
+}
+
 /// Each task's loss on a batch: BCE on logits for binary tasks, MSE for regression, mean over the batch.
 pub fn task_losses(tasks: &[Task], output: &ModelOutput, batch: &Batch) -> Result<Vec<Tensor>> {
     tasks
@@ -610,10 +629,14 @@ impl<M: MultiTaskModel> Trainer<M> {
                 .backward(&losses, &self.parts, output.representation.as_ref())?;
         if !report.skipped {
             match self.balancer.data_parallel() {
-                // The global batch's gradient: each rank's mean gradient weighted by its share.
-                Some(dp) => self
-                    .optimizer
-                    .step_with(|g| Ok(dp.global_mean_tensor(g)?))?,
+                // The global batch's gradient: each rank's mean gradient weighted by its share. The
+                // gradients the balancer left global (gradient methods on parameters) are left out: the
+                // gradients were zeroed above, so the marks are this step's alone.
+                Some(dp) => {
+                    let local = self.optimizer.local_indices(&dp.take_global_gradients())?;
+                    self.optimizer
+                        .step_with(|g| reduce_local(dp, g, local.as_ref()))?
+                }
                 None => self.optimizer.step()?,
             }
             if self.balancer.needs_updated_losses() {
