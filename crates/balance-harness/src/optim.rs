@@ -378,7 +378,7 @@ mod tests {
     #[test]
     fn the_local_indices_leave_out_exactly_the_given_parameters() {
         let opts = (Kind::Float, Device::Cpu);
-        let params = vec![
+        let params = [
             Tensor::zeros([2, 3], opts).set_requires_grad(true),
             Tensor::zeros([4], opts).set_requires_grad(true),
             Tensor::zeros([1], opts).set_requires_grad(true),
