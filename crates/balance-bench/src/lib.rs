@@ -473,8 +473,8 @@ fn compare_balancers(args: &RunArgs, out: &mut dyn Write) -> Result<()> {
     interrupt::install()?;
     if launched {
         // A worker of a launcher that was killed outright (`--nproc`, torchrun's agent) stops like an
-        // interrupted run instead of training on as an orphan.
-        balance_dist::watch_parent(std::time::Duration::from_millis(250), || {
+        // interrupted run instead of training on as an orphan; ranks started by hand are not watched.
+        balance_dist::watch_launcher(std::time::Duration::from_millis(250), || {
             interrupt::request("the launcher is gone")
         })?;
     }

@@ -48,6 +48,10 @@ pub mod vars {
     pub const AGENT_STORE: &str = "TORCHELASTIC_USE_AGENT_STORE";
     /// torchelastic's restart count.
     pub const RESTART_COUNT: &str = "TORCHELASTIC_RESTART_COUNT";
+    /// torchelastic's run id: set for every worker that torchrun's agent started.
+    pub const RUN_ID: &str = "TORCHELASTIC_RUN_ID";
+    /// The pid of the [`crate::LocalJob`] process that started this worker (balance's own launcher).
+    pub const LAUNCHER_PID: &str = "BALANCE_LAUNCHER_PID";
 }
 
 impl Launch {

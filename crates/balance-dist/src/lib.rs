@@ -18,4 +18,6 @@ pub mod local;
 pub use error::{DistError, Result};
 pub use group::{nccl_available, GroupOptions, ProcessGroup, Traffic};
 pub use launch::{vars, Launch};
-pub use local::{free_port, watch_parent, Interrupter, LocalJob, WorkerExit};
+pub use local::{
+    free_port, launched_by_a_launcher, watch_launcher, Interrupter, LocalJob, WorkerExit,
+};

@@ -3,7 +3,7 @@
 //!
 //! Signals, as torchrun handles them: the workers run in a process group of their own, so a terminal's
 //! Ctrl-C reaches the launcher only, which forwards it once through [`Interrupter`] (a worker that got
-//! it twice would take the second as "exit now"). A worker can [`watch_parent`] so that it stops instead
+//! it twice would take the second as "exit now"). A worker can [`watch_launcher`] so that it stops instead
 //! of training on as an orphan when its launcher is killed outright.
 
 use std::net::TcpListener;
@@ -94,7 +94,9 @@ impl LocalJob {
                 .env(vars::WORLD_SIZE, world_size.to_string())
                 .env(vars::LOCAL_RANK, rank.to_string())
                 .env(vars::LOCAL_WORLD_SIZE, world_size.to_string())
-                .env_remove(vars::AGENT_STORE);
+                .env(vars::LAUNCHER_PID, std::process::id().to_string())
+                .env_remove(vars::AGENT_STORE)
+                .env_remove(vars::RUN_ID);
             // One new process group for the job, led by the first worker (0: the new process's own pid).
             #[cfg(unix)]
             cmd.process_group(
@@ -166,14 +168,23 @@ impl LocalJob {
     }
 }
 
-/// Calls `on_gone` once, from a background thread, when this process's parent exits (the process is then
-/// re-parented): a worker whose launcher was killed outright stops instead of training on as an orphan.
-/// Checks every `every`. Does nothing off Unix, or when the parent already is init (pid 1).
-pub fn watch_parent(every: Duration, on_gone: impl FnOnce() + Send + 'static) -> Result<()> {
+/// True when this process's parent is a launcher that owns it: the [`LocalJob`] whose pid
+/// [`vars::LAUNCHER_PID`] names, or torchrun's agent ([`vars::RUN_ID`] set). A rank started by hand
+/// (a shell's `&`, `nohup`) has a parent that may exit long before it, and is not watched.
+pub fn launched_by_a_launcher(get: impl Fn(&str) -> Option<String>, parent: u32) -> bool {
+    get(vars::RUN_ID).is_some()
+        || get(vars::LAUNCHER_PID).and_then(|p| p.parse().ok()) == Some(parent)
+}
+
+/// Calls `on_gone` once, from a background thread, when this process's launcher exits (the process is
+/// then re-parented): a worker whose launcher was killed outright stops instead of training on as an
+/// orphan. Checks every `every`. Watches only when [`launched_by_a_launcher`] (returns whether it
+/// does); does nothing off Unix.
+pub fn watch_launcher(every: Duration, on_gone: impl FnOnce() + Send + 'static) -> Result<bool> {
     #[cfg(unix)]
     {
         let parent = std::os::unix::process::parent_id();
-        if parent > 1 {
+        if parent > 1 && launched_by_a_launcher(|k| std::env::var(k).ok(), parent) {
             std::thread::Builder::new()
                 .name("balance-parent-watch".into())
                 .spawn(move || loop {
@@ -190,11 +201,12 @@ pub fn watch_parent(every: Duration, on_gone: impl FnOnce() + Send + 'static) ->
                         format!("a thread that starts ({e})"),
                     )
                 })?;
+            return Ok(true);
         }
     }
     #[cfg(not(unix))]
     let _ = (every, on_gone);
-    Ok(())
+    Ok(false)
 }
 
 impl Drop for LocalJob {
@@ -238,6 +250,36 @@ mod tests {
         // This test process is outside the job's group: it is still here to check. With the job gone,
         // there is nothing left to interrupt.
         assert!(!interrupter.interrupt());
+    }
+
+    #[test]
+    fn only_a_launcher_that_owns_the_worker_is_watched() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(launched_by_a_launcher(
+            env(&[("BALANCE_LAUNCHER_PID", "41")]),
+            41
+        ));
+        // Started by one launcher, now the child of another process: not its launcher.
+        assert!(!launched_by_a_launcher(
+            env(&[("BALANCE_LAUNCHER_PID", "41")]),
+            42
+        ));
+        assert!(launched_by_a_launcher(
+            env(&[("TORCHELASTIC_RUN_ID", "none")]),
+            7
+        ));
+        // By hand (RANK and WORLD_SIZE only): never watched.
+        assert!(!launched_by_a_launcher(
+            env(&[("RANK", "0"), ("WORLD_SIZE", "2")]),
+            7
+        ));
     }
 
     #[test]
