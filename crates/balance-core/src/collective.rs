@@ -258,13 +258,8 @@ impl DataParallel {
             .collect())
     }
 
-    /// Errors unless every rank holds bit-identical `values` (for example the weights): one all-reduce of
-    /// `[v, -v]` under max gives each entry's max and minus its min. Runs on the steps that
-    /// [`DataParallel::with_agreement_check_every`] selects (the same on every rank).
-    pub fn check_agreement(&self, what: &str, step: u64, values: &[f64]) -> Result<()> {
-        if self.check_every == 0 || step % self.check_every != 0 || self.world_size() < 2 {
-            return Ok(());
-        }
+    /// Each value's smallest and largest across ranks: one all-reduce of `[v, -v]` under max.
+    fn ranges(&self, values: &[f64]) -> Result<Vec<(f64, f64)>> {
         let both: Vec<f64> = values
             .iter()
             .copied()
@@ -272,10 +267,20 @@ impl DataParallel {
             .collect();
         let reduced = self.reduce_f64(&both, 1.0, ReduceOp::Max)?;
         let (max, neg_min) = reduced.split_at(values.len());
-        let spread = max
+        Ok(neg_min.iter().zip(max).map(|(nl, hi)| (-nl, *hi)).collect())
+    }
+
+    /// Errors unless every rank holds bit-identical `values` (for example the weights): one all-reduce of
+    /// `[v, -v]` under max gives each entry's max and minus its min. Runs on the steps that
+    /// [`DataParallel::with_agreement_check_every`] selects (the same on every rank).
+    pub fn check_agreement(&self, what: &str, step: u64, values: &[f64]) -> Result<()> {
+        if self.check_every == 0 || step % self.check_every != 0 || self.world_size() < 2 {
+            return Ok(());
+        }
+        let spread = self
+            .ranges(values)?
             .iter()
-            .zip(neg_min)
-            .map(|(hi, neg_lo)| hi + neg_lo)
+            .map(|(lo, hi)| hi - lo)
             .fold(0.0f64, f64::max);
         if spread != 0.0 || spread.is_nan() {
             return Err(self.error(
@@ -297,18 +302,12 @@ impl DataParallel {
         if self.world_size() < 2 || settings.is_empty() {
             return Ok(());
         }
-        let both: Vec<f64> = settings
-            .iter()
-            .map(|&(_, v)| v)
-            .chain(settings.iter().map(|&(_, v)| -v))
-            .collect();
-        let reduced = self.reduce_f64(&both, 1.0, ReduceOp::Max)?;
-        let (max, neg_min) = reduced.split_at(settings.len());
+        let values: Vec<f64> = settings.iter().map(|&(_, v)| v).collect();
         let differing: Vec<String> = settings
             .iter()
-            .zip(max.iter().zip(neg_min))
-            .filter(|(_, (hi, neg_lo))| **hi != -**neg_lo)
-            .map(|((name, _), (hi, neg_lo))| format!("`{name}` from {} to {hi}", -neg_lo))
+            .zip(self.ranges(&values)?)
+            .filter(|(_, (lo, hi))| lo != hi)
+            .map(|((name, _), (lo, hi))| format!("`{name}` from {lo} to {hi}"))
             .collect();
         if differing.is_empty() {
             return Ok(());
