@@ -558,17 +558,18 @@ impl<M: MultiTaskModel> Trainer<M> {
         }
         if let Some(dp) = self.balancer.data_parallel() {
             // Every rank slices the same permutation of the same rows: other data means other shards.
-            dp.check_same_settings(&[
+            // The rows' values once per trainer (a pass over the data), their counts every call; one
+            // collective either way.
+            let mut settings = vec![
                 ("train rows", train.len() as f64),
                 ("eval rows", eval.len() as f64),
-            ])?;
+            ];
             if !self.data_compared {
-                dp.check_same_settings(&[
-                    ("train data checksum", train.examples.checksum()?),
-                    ("eval data checksum", eval.examples.checksum()?),
-                ])?;
-                self.data_compared = true;
+                settings.push(("train data checksum", train.examples.checksum()?));
+                settings.push(("eval data checksum", eval.examples.checksum()?));
             }
+            dp.check_same_settings(&settings)?;
+            self.data_compared = true;
         }
         let mut budget = max_steps;
         while !self.finished() && budget > 0 {
